@@ -1,0 +1,150 @@
+"""base_model: the model every later stage starts from.
+
+    python -m stages.base_model
+
+`tiny` (default) trains a byte-level BPE tokenizer on the sample corpus and builds a small Qwen3
+from a fixed seed; `hub` downloads a model at a pinned revision; `local` copies a folder written by
+`save_pretrained`. Each writes `out_dir` plus `mathpipe.json`, which records where the model came
+from; evaluation metrics quote it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import re
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from mathpipe import prompts
+from mathpipe.config import check
+from mathpipe.data import readers
+from mathpipe.errors import PipelineError
+from mathpipe.io import atomic_dir, write_json
+from mathpipe.models import ORIGIN_FILE, require_model_dir
+from mathpipe.tiny_model import TinyModelConfig, build_model, train_tokenizer
+
+log = logging.getLogger(__name__)
+
+HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja", "*.tiktoken"]
+
+
+@dataclass
+class HubModel:
+    model_id: str
+    revision: str
+
+    def validate(self, prefix: str) -> None:
+        check(re.fullmatch(r"[0-9a-f]{40}", self.revision) is not None, f"{prefix}.revision",
+              f"must be a 40-character commit hash so the model is pinned, got '{self.revision}'")
+
+
+@dataclass
+class BaseModelConfig:
+    source: Literal["tiny", "hub", "local"] = "tiny"
+    out_dir: str = "models/base"
+    seed: int = 0
+    tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
+    corpus_dir: str = "data/raw/sample"  # what the tiny tokenizer is trained on
+    hub: HubModel | None = None
+    local_path: str | None = None
+    trust_remote_code: bool = False
+
+    def validate(self, prefix: str) -> None:
+        check(self.source != "hub" or self.hub is not None, f"{prefix}.hub",
+              "is required when source is 'hub' (model_id and revision)")
+        check(self.source != "local" or bool(self.local_path), f"{prefix}.local_path",
+              "is required when source is 'local'")
+
+
+def corpus_texts(corpus_dir: Path) -> Iterator[str]:
+    """Training texts of the sample corpus (never its test sets) and the prompt instructions."""
+    yield from prompts.INSTRUCTIONS.values()
+    yield prompts.response("", "")
+    columns = ("problem", "solution", "generations")
+    for row in readers.iter_openr1(readers.expand_paths("openr1/*.parquet", corpus_dir), columns):
+        yield row["problem"]
+        yield row["solution"]
+        yield from row["generations"]
+    for row in readers.iter_gsm8k(readers.expand_paths("gsm8k/train.jsonl", corpus_dir)):
+        yield row["question"]
+        yield row["answer"]
+
+
+def fingerprint(folder: Path) -> str:
+    """Content hash of a model's weights, standing in for a revision when there is none."""
+    digest = hashlib.sha256()
+    for path in sorted(folder.glob("*.safetensors")):
+        with path.open("rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+    return digest.hexdigest()[:16]
+
+
+def build_base_model(cfg: BaseModelConfig) -> dict:
+    """Write the base model to cfg.out_dir; return its summary (also saved as mathpipe.json)."""
+    if cfg.source == "local":
+        require_model_dir(cfg.local_path)  # fail before anything is written
+    with atomic_dir(cfg.out_dir) as out:
+        if cfg.source == "tiny":
+            tokenizer = train_tokenizer(
+                corpus_texts(Path(cfg.corpus_dir)), cfg.tiny.vocab_size, cfg.tiny.max_position_embeddings
+            )
+            model = build_model(tokenizer, cfg.tiny, cfg.seed)
+            model.save_pretrained(out)
+            tokenizer.save_pretrained(out)
+            origin = {"model_id": "tiny-qwen3", "revision": fingerprint(out)}
+        elif cfg.source == "hub":
+            _download(cfg.hub, out)
+            origin = {"model_id": cfg.hub.model_id, "revision": cfg.hub.revision}
+        else:
+            shutil.copytree(cfg.local_path, out, dirs_exist_ok=True)
+            origin = {"model_id": str(cfg.local_path), "revision": fingerprint(out)}
+        summary = {"source": cfg.source, **origin, **describe(out, cfg.trust_remote_code)}
+        write_json(out / ORIGIN_FILE, summary)
+    return summary
+
+
+def _download(spec: HubModel, out: Path) -> None:
+    from huggingface_hub import snapshot_download
+
+    try:
+        snapshot_download(repo_id=spec.model_id, revision=spec.revision, local_dir=out,
+                          allow_patterns=HUB_PATTERNS)
+    except Exception as e:  # unknown model, revision, no network: all bad input here
+        raise PipelineError(f"base_model.hub: could not download {spec.model_id}@{spec.revision}: {e}") from None
+    shutil.rmtree(out / ".cache", ignore_errors=True)
+
+
+def describe(folder: Path, trust_remote_code: bool = False) -> dict:
+    """Check the folder loads as a causal LM with a tokenizer, and summarise it (without weights)."""
+    from transformers import AutoConfig
+
+    from mathpipe.models import load_tokenizer
+
+    config = AutoConfig.from_pretrained(require_model_dir(folder), trust_remote_code=trust_remote_code)
+    tokenizer = load_tokenizer(folder, trust_remote_code=trust_remote_code)
+    text = getattr(config, "text_config", config)
+    return {
+        "architecture": (config.architectures or ["?"])[0],
+        "layers": text.num_hidden_layers,
+        "hidden_size": text.hidden_size,
+        "vocab_size": len(tokenizer),
+        "parameters": _count_parameters(folder),
+        "tie_word_embeddings": bool(getattr(text, "tie_word_embeddings", False)),
+    }
+
+
+def _count_parameters(folder: Path) -> int:
+    from safetensors import safe_open
+
+    total = 0
+    for path in folder.glob("*.safetensors"):
+        with safe_open(path, "pt") as f:
+            for name in f.keys():
+                total += math.prod(f.get_slice(name).get_shape())
+    return total

@@ -1,0 +1,66 @@
+"""Exact-answer evaluation by generation: prompts from the registry, answers from the checker.
+
+    result = evaluate(generator, rows, settings, template="boxed")
+    result.metrics   # {"accuracy": 0.62, "n": 200, "correct": 124, "ci95_low": ..., ...}
+    result.predictions   # one dict per question: question, gold, output, extracted, correct
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from mathpipe import answers, prompts
+from mathpipe.generation import GenerationSettings, Generator
+
+
+def wilson_interval(correct: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """95% Wilson score interval of a binomial proportion (well-behaved at 0 and 1, unlike Wald)."""
+    if n == 0:
+        return 0.0, 1.0
+    p = correct / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+@dataclass
+class EvalResult:
+    metrics: dict
+    predictions: list[dict]
+
+
+def evaluate(generator: Generator, rows: list[dict], settings: GenerationSettings, template: str) -> EvalResult:
+    """rows: {"id", "question", "gold"} as written by prepare."""
+    rendered = [prompts.render_prompt(generator.tokenizer, r["question"], template) for r in rows]
+    outputs = generator.generate(rendered, settings)
+    predictions = []
+    for row, (completion,) in zip(rows, outputs):
+        extracted = answers.extract_answer(completion.text)
+        predictions.append(
+            {
+                "id": row["id"],
+                "question": row["question"],
+                "gold": row["gold"],
+                "output": completion.text,
+                "extracted": extracted,
+                "correct": answers.is_equivalent(extracted, row["gold"]),
+                "num_tokens": completion.num_tokens,
+                "finish_reason": completion.finish_reason,
+            }
+        )
+    n = len(predictions)
+    correct = sum(p["correct"] for p in predictions)
+    low, high = wilson_interval(correct, n)
+    metrics = {
+        "accuracy": correct / n if n else 0.0,
+        "n": n,
+        "correct": correct,
+        "ci95_low": round(low, 6),
+        "ci95_high": round(high, 6),
+        "answer_found_rate": sum(p["extracted"] is not None for p in predictions) / n if n else 0.0,
+        "truncated_rate": sum(p["finish_reason"] == "length" for p in predictions) / n if n else 0.0,
+        "mean_output_tokens": sum(p["num_tokens"] for p in predictions) / n if n else 0.0,
+    }
+    return EvalResult(metrics=metrics, predictions=predictions)
