@@ -1,0 +1,84 @@
+"""dvc.yaml lists, for each stage, the library modules it imports: a module missing from the list
+would let DVC skip a stage whose code changed. These tests keep the lists complete and the graph sound."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+DVC_YAML = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+STAGES = DVC_YAML["stages"]
+
+
+def module_file(name: str) -> Path | None:
+    path = ROOT / Path(*name.split("."))
+    for candidate in (path.with_suffix(".py"), path / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def local_imports(path: Path) -> set[Path]:
+    """Project files (mathpipe/..., stages/...) imported by `path`, directly or not."""
+    seen: set[Path] = set()
+    todo = [path]
+    while todo:
+        tree = ast.parse(todo.pop().read_text())
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            for name in names:
+                if not name.startswith(("mathpipe", "stages")):
+                    continue
+                found = module_file(name)
+                if found and found not in seen and found.name != "__init__.py":
+                    seen.add(found)
+                    todo.append(found)
+    return seen
+
+
+def stage_module(stage: dict) -> Path:
+    match = re.search(r"python -m (stages\.\w+)", stage["cmd"])
+    assert match, f"stage command does not run a stages module: {stage['cmd']}"
+    return module_file(match.group(1))
+
+
+@pytest.mark.parametrize("name", sorted(STAGES))
+def test_stage_deps_cover_every_imported_module(name):
+    stage = STAGES[name]
+    entry = stage_module(stage)
+    deps = {d for d in stage["deps"] if isinstance(d, str)}
+    needed = {str(p.relative_to(ROOT)) for p in local_imports(entry) | {entry}}
+    missing = sorted(needed - deps)
+    assert not missing, f"dvc.yaml stage '{name}' imports {missing} but does not list them in deps"
+
+
+@pytest.mark.parametrize("name", sorted(STAGES))
+def test_code_deps_exist(name):
+    for dep in STAGES[name]["deps"]:
+        if dep.startswith(("mathpipe/", "stages/")):
+            assert (ROOT / dep).is_file(), f"stage '{name}' depends on a missing file {dep}"
+
+
+def test_every_stage_declares_its_params_section():
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for name, stage in STAGES.items():
+        sections = [p for p in stage.get("params", []) if isinstance(p, str)]
+        assert sections, f"stage '{name}' declares no params"
+        for section in sections:
+            assert section.split(".")[0] in params, f"stage '{name}' reads unknown params section '{section}'"
+
+
+def test_metrics_are_tracked_by_git_not_the_cache():
+    for name, stage in STAGES.items():
+        for entry in stage.get("metrics", []):
+            (path, opts), = entry.items()
+            assert opts.get("cache") is False, f"metric {path} of stage '{name}' must be cache: false"

@@ -1,0 +1,101 @@
+"""End to end: the default pipeline, run with `dvc repro` in a fresh copy of the repository.
+
+Checks every stage's outputs and metrics, that the run is reproducible (the deterministic stages
+hash to what the committed dvc.lock records), that a second `dvc repro` runs nothing, and that
+changing an evaluation parameter re-runs only the evaluation stages.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.e2e
+
+
+def run(cmd: list[str], cwd: Path) -> str:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc.stdout + proc.stderr
+
+
+def outs_hashes(lock: dict, stage: str) -> dict[str, str]:
+    return {o["path"]: o["md5"] for o in lock["stages"][stage].get("outs", [])}
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    """A copy of the repository's files (as git sees them) in a new git repository, run once."""
+    dest = tmp_path_factory.mktemp("e2e") / "repo"
+    files = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    ).stdout.split("\0")
+    for name in filter(None, files):
+        src = ROOT / name
+        if src.is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / name)
+    run(["git", "init", "-q"], dest)
+    run(["dvc", "repro"], dest)
+    return dest
+
+
+def test_every_stage_writes_its_outputs(project):
+    prepared = project / "data/prepared"
+    for name in ("sft_train.jsonl", "sft_val.jsonl", "pairs_train.jsonl", "pairs_val.jsonl",
+                 "eval/gsm8k.jsonl", "eval/cmath.jsonl"):
+        assert (prepared / name).stat().st_size > 0, name
+    assert (project / "models/base/model.safetensors").is_file()
+    assert (project / "models/base/tokenizer.json").is_file()
+    record = json.loads((prepared / "sft_train.jsonl").open().readline())
+    assert {"messages", "instruction", "input", "output"} <= record.keys()
+
+
+def test_metrics_are_numbers_with_their_config(project):
+    for benchmark in ("gsm8k", "cmath"):
+        m = json.loads((project / f"metrics/eval/base/{benchmark}.json").read_text())
+        assert isinstance(m["accuracy"], float) and 0.0 <= m["accuracy"] <= 1.0
+        assert m["n"] == 200 and m["correct"] == round(m["accuracy"] * m["n"])
+        assert m["ci95_low"] <= m["accuracy"] <= m["ci95_high"]
+        assert m["config"]["backend"] == "transformers" and m["config"]["revision"]
+        predictions = (project / f"data/predictions/base/{benchmark}.jsonl").read_text().splitlines()
+        assert len(predictions) == m["n"]
+    prepare = json.loads((project / "metrics/prepare.json").read_text())
+    assert prepare["sft"]["train"] + prepare["sft"]["val"] == prepare["openr1"]["after_max_tokens"]
+
+
+def test_run_reproduces_the_committed_lock(project):
+    """Same code, params and seeds: the data and model hash to what dvc.lock in git records."""
+    ours = yaml.safe_load((project / "dvc.lock").read_text())
+    committed = yaml.safe_load(subprocess.run(["git", "show", "HEAD:dvc.lock"], cwd=ROOT,
+                                              capture_output=True, text=True, check=True).stdout)
+    for stage in ("sample_data", "base_model", "prepare"):
+        assert outs_hashes(ours, stage) == outs_hashes(committed, stage), stage
+
+
+def test_second_repro_runs_nothing_and_status_is_clean(project):
+    out = run(["dvc", "repro"], project)
+    assert "Running stage" not in out
+    assert "up to date" in run(["dvc", "status"], project)
+
+
+def test_changing_an_evaluation_param_reruns_only_evaluation(project):
+    out = run(["dvc", "repro", "--dry"], project)
+    assert "Running stage" not in out
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["evaluate"]["max_samples"] = 10
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    out = run(["dvc", "repro"], project)
+    ran = sorted(line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage"))
+    assert ran == ["evaluate@base-cmath", "evaluate@base-gsm8k"]
+    assert json.loads((project / "metrics/eval/base/gsm8k.json").read_text())["n"] == 10
