@@ -51,7 +51,7 @@ def from_dict(cls: type[T], raw: Any, prefix: str) -> T:
     if not isinstance(raw, dict):
         raise ConfigError(f"{prefix}: expected a mapping, got {_describe(raw)}")
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(raw) - set(fields))
+    unknown = sorted(set(raw) - set(fields), key=str)  # YAML keys need not be strings (`1: x`)
     if unknown:
         raise ConfigError(
             f"{prefix}.{unknown[0]}: unknown parameter (known: {', '.join(sorted(fields))})"
@@ -84,7 +84,12 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
             try:
                 return _coerce(arg, value, key)
             except ConfigError as e:
-                errors.append(str(e))
+                errors.append(e)
+        # An error about a nested key (`key.sub` or `key[3]`) means the value had the right shape
+        # and one field of it is wrong: that message says more than "expected X or Y".
+        nested = [e for e in errors if str(e).startswith((f"{key}.", f"{key}["))]
+        if nested:
+            raise nested[0]
         raise ConfigError(f"{key}: expected {_type_name(tp)}, got {_describe(value)}")
     if origin is Literal:
         if value not in args:
@@ -114,7 +119,10 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {_describe(value)}")
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an int too large for a float
+            raise ConfigError(f"{key}: number out of range, got {_describe(value)}") from None
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(f"{key}: expected a string, got {_describe(value)}")

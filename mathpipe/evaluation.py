@@ -8,10 +8,37 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Literal
 
 from mathpipe import answers, prompts
+from mathpipe.config import check, check_positive
 from mathpipe.generation import GenerationSettings, Generator
+
+
+@dataclass
+class EvaluateConfig:
+    models: list[str] = field(default_factory=lambda: ["base"])
+    benchmarks: list[Literal["gsm8k", "cmath"]] = field(default_factory=lambda: ["gsm8k", "cmath"])
+    models_dir: str = "models"
+    eval_dir: str = "data/prepared/eval"
+    predictions_dir: str = "data/predictions"
+    metrics_dir: str = "metrics/eval"
+    template: str = prompts.DEFAULT_TEMPLATE
+    backend: Literal["transformers"] = "transformers"
+    dtype: str = "auto"
+    batch_size: int = 64
+    max_samples: int | None = None
+    trust_remote_code: bool = False
+    generation: GenerationSettings = field(default_factory=GenerationSettings)
+
+    def validate(self, prefix: str) -> None:
+        check(bool(self.models), f"{prefix}.models", "must name at least one model")
+        check_positive(self.batch_size, f"{prefix}.batch_size")
+        if self.max_samples is not None:
+            check_positive(self.max_samples, f"{prefix}.max_samples")
+        check(self.generation.n == 1, f"{prefix}.generation.n", "evaluation scores one completion per question")
+        prompts.instruction(self.template)
 
 
 def wilson_interval(correct: int, n: int, z: float = 1.959964) -> tuple[float, float]:
@@ -22,7 +49,8 @@ def wilson_interval(correct: int, n: int, z: float = 1.959964) -> tuple[float, f
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # min/max with p: at p = 0 or 1 rounding can leave the bound a hair inside (0.9999999999999999).
+    return max(0.0, min(p, centre - half)), min(1.0, max(p, centre + half))
 
 
 @dataclass

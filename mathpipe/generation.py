@@ -135,6 +135,8 @@ class TransformersGenerator:
             tokens = tokens[:end]
         text = self.tokenizer.decode(tokens, skip_special_tokens=True)
         text, stopped = truncate_at_stop(text, s.stop)
+        if not stopped and s.stop:  # a stop string that is a special token (<|im_start|>) is not in `text`
+            stopped = truncate_at_stop(self.tokenizer.decode(tokens, skip_special_tokens=False), s.stop)[1]
         finished = end is not None or stopped
         return Completion(text=text, num_tokens=len(tokens), finish_reason="stop" if finished else "length")
 

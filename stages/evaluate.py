@@ -10,45 +10,18 @@ model x benchmark.
 
 import argparse
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 from mathpipe import prompts
 from mathpipe.cli import run_stage
-from mathpipe.config import check, check_positive, from_dict, load_params
+from mathpipe.config import from_dict, load_params
 from mathpipe.errors import ConfigError
-from mathpipe.evaluation import evaluate
-from mathpipe.generation import GenerationSettings, make_generator
+from mathpipe.evaluation import EvaluateConfig, evaluate
+from mathpipe.generation import make_generator
 from mathpipe.io import read_jsonl, write_json, write_jsonl
 from mathpipe.models import read_origin, require_model_dir
 
 log = logging.getLogger("stages.evaluate")
-
-
-@dataclass
-class EvaluateConfig:
-    models: list[str] = field(default_factory=lambda: ["base"])
-    benchmarks: list[Literal["gsm8k", "cmath"]] = field(default_factory=lambda: ["gsm8k", "cmath"])
-    models_dir: str = "models"
-    eval_dir: str = "data/prepared/eval"
-    predictions_dir: str = "data/predictions"
-    metrics_dir: str = "metrics/eval"
-    template: str = prompts.DEFAULT_TEMPLATE
-    backend: Literal["transformers"] = "transformers"
-    dtype: str = "auto"
-    batch_size: int = 64
-    max_samples: int | None = None
-    trust_remote_code: bool = False
-    generation: GenerationSettings = field(default_factory=GenerationSettings)
-
-    def validate(self, prefix: str) -> None:
-        check(bool(self.models), f"{prefix}.models", "must name at least one model")
-        check_positive(self.batch_size, f"{prefix}.batch_size")
-        if self.max_samples is not None:
-            check_positive(self.max_samples, f"{prefix}.max_samples")
-        check(self.generation.n == 1, f"{prefix}.generation.n", "evaluation scores one completion per question")
-        prompts.instruction(self.template)
 
 
 def main() -> None:

@@ -240,6 +240,8 @@ class TokenCounter:
         self.tokenizer = tokenizer
 
     def __call__(self, conversations: list[list[dict]]) -> list[int]:
+        if not conversations:  # a fast tokenizer fails on an empty batch (a batch without pairs)
+            return []
         texts = [self.tokenizer.apply_chat_template(c, tokenize=False) for c in conversations]
         encoded = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
         return [len(ids) for ids in encoded]
@@ -318,7 +320,10 @@ def run_prepare(cfg: PrepareConfig, tokenizer, inputs: Inputs) -> dict:
             candidates = []
             for row in batch:
                 c["read"] += 1
-                if not row["problem"] or not first_time(row["problem"], c):
+                if not (row["problem"] or "").strip():
+                    c["dropped_empty_problem"] += 1
+                    continue
+                if not first_time(row["problem"], c):
                     continue
                 usable = filter_openr1_row(row, cfg.filters, c)
                 if usable is not None:
@@ -402,7 +407,7 @@ def _eval_row(rid: str, question: str, gold: str, reference: str) -> dict:
     return {"id": rid, "question": question, "gold": gold, "reference": reference}
 
 
-FILTER_ORDER = ("duplicate", "min_correctness_count", "math_verify", "complete", "finish_stop", "max_tokens")
+FILTER_ORDER = ("empty_problem", "duplicate", "min_correctness_count", "math_verify", "complete", "finish_stop", "max_tokens")
 
 
 def _remaining(c: Counter) -> dict[str, int]:

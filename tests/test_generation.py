@@ -1,0 +1,304 @@
+"""The generation interface (mathpipe.generation) on the tiny random model, and evaluation metrics
+(mathpipe.evaluation)."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mathpipe import prompts
+from mathpipe.errors import PipelineError
+from mathpipe.evaluation import evaluate, wilson_interval
+from mathpipe.generation import (
+    Completion,
+    GenerationSettings,
+    TransformersGenerator,
+    make_generator,
+    truncate_at_stop,
+)
+from mathpipe.models import load_causal_lm
+from mathpipe.tiny_model import IM_START
+
+N_PROMPTS = 12
+
+
+@pytest.fixture(scope="module")
+def model_dir(tiny_model_dir, tmp_path_factory):
+    """The tiny base model with its weights re-drawn at a larger scale.
+
+    At the default initialisation (std 0.02, tied embeddings) a random model just repeats the last
+    prompt token ("\\n\\n\\n..."), so any two runs agree trivially; larger weights make the output
+    depend on the whole prompt, which is what the parity tests need.
+    """
+    out = tmp_path_factory.mktemp("gen") / "model"
+    shutil.copytree(tiny_model_dir, out)
+    model = load_causal_lm(out, device="cpu")
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() == 2:
+                p.copy_(torch.randn(p.shape, generator=generator) * (1.0 if "embed" in name else 0.3))
+    model.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def gen(model_dir):
+    return TransformersGenerator(str(model_dir), device="cpu", batch_size=8)
+
+
+@pytest.fixture(scope="module")
+def questions(sample_dir):
+    rows = [json.loads(line) for line in (sample_dir / "gsm8k/test.jsonl").read_text(encoding="utf-8").splitlines()]
+    return [r["question"] for r in rows[:N_PROMPTS]]
+
+
+@pytest.fixture(scope="module")
+def rendered(gen, questions):
+    return [prompts.render_prompt(gen.tokenizer, q) for q in questions]
+
+
+@pytest.fixture(scope="module")
+def greedy(gen, rendered):
+    return gen.generate(rendered, GenerationSettings(max_new_tokens=24, stop=[]))
+
+
+def texts(outputs: list[list[Completion]]) -> list[str]:
+    return [c.text for group in outputs for c in group]
+
+
+# --- greedy ------------------------------------------------------------------------------------------
+
+
+def test_greedy_output_is_not_degenerate(greedy, rendered, gen):
+    assert len(greedy) == len(rendered) and all(len(group) == 1 for group in greedy)
+    assert len(set(texts(greedy))) >= len(rendered) // 2  # so the parity tests below compare something
+    lengths = {len(ids) for ids in gen.encode(rendered)}
+    assert len(lengths) >= 4  # prompts of different lengths: the batches are left-padded
+
+
+def test_greedy_is_deterministic_and_independent_of_batch_size(model_dir, gen, rendered, greedy):
+    s = GenerationSettings(max_new_tokens=24, stop=[])
+    assert gen.generate(rendered, s) == greedy
+    one = TransformersGenerator(str(model_dir), device="cpu", batch_size=1)
+    assert one.generate(rendered, s) == greedy  # left padding does not change greedy decoding
+    assert gen.generate(rendered[::-1], s) == greedy[::-1]  # nor does the order of the prompts
+
+
+def test_greedy_with_default_stops_agrees_across_batch_sizes(model_dir, gen, rendered):
+    """With the chat stop strings, a completion that stops on <|im_start|> must say "stop" whether or not
+    other sequences in its batch went on (they pad it with EOS) or it was alone (no EOS follows)."""
+    s = GenerationSettings(max_new_tokens=24)
+    one = TransformersGenerator(str(model_dir), device="cpu", batch_size=1)
+    batched, single = gen.generate(rendered, s), one.generate(rendered, s)
+    assert batched == single
+    for group in batched:
+        c = group[0]
+        assert (c.finish_reason == "length") == (c.num_tokens == 24)
+
+
+def test_stop_on_a_special_token_is_a_stop(gen):
+    s = GenerationSettings()
+    ids = gen.tokenizer("So 12 apples", add_special_tokens=False)["input_ids"]
+    im_start = gen.tokenizer.convert_tokens_to_ids(IM_START)
+    assert gen._completion(ids + [im_start], s) == Completion("So 12 apples", len(ids) + 1, "stop")
+    assert gen._completion(ids + [gen.tokenizer.eos_token_id, 5, 6], s) == Completion("So 12 apples", len(ids), "stop")
+    assert gen._completion(ids, s) == Completion("So 12 apples", len(ids), "length")
+
+
+# --- sampling ------------------------------------------------------------------------------------------
+
+
+def test_sampling_n_completions_reproducible_with_the_seed(gen, rendered):
+    s = GenerationSettings(max_new_tokens=12, temperature=1.0, n=3, seed=5, stop=[])
+    first = gen.generate(rendered[:4], s)
+    assert [len(group) for group in first] == [3, 3, 3, 3]
+    assert all(isinstance(c, Completion) and c.num_tokens <= 12 for group in first for c in group)
+    assert gen.generate(rendered[:4], s) == first
+    assert any(len({c.text for c in group}) > 1 for group in first)  # n samples, not n copies
+    other = gen.generate(rendered[:4], GenerationSettings(max_new_tokens=12, temperature=1.0, n=3, seed=6, stop=[]))
+    assert texts(other) != texts(first)
+
+
+# --- stop strings and length ------------------------------------------------------------------------------
+
+
+def test_stop_string_is_cut_from_the_text(gen, rendered, greedy):
+    checked = 0
+    for prompt, (full,) in zip(rendered, greedy):
+        # a short ASCII piece of the greedy output, not at its very start, as the stop string
+        spots = [i for i in range(2, len(full.text) - 2) if full.text[i:i + 2].isascii() and full.text[i:i + 2].strip()]
+        if not spots:
+            continue
+        stop = full.text[spots[0]:spots[0] + 2]
+        ((c,),) = gen.generate([prompt], GenerationSettings(max_new_tokens=24, stop=[stop, "never-seen"]))
+        assert c.text == full.text[: full.text.find(stop)]
+        assert stop not in c.text
+        assert c.finish_reason == "stop" and c.num_tokens < 24
+        checked += 1
+    assert checked >= 3
+
+
+def test_truncation_reports_length(gen, rendered, greedy):
+    long = [p for p, (c,) in zip(rendered, greedy) if c.finish_reason == "length"]
+    assert len(long) >= 3
+    out = gen.generate(long, GenerationSettings(max_new_tokens=5, stop=[]))
+    for (c,) in out:
+        assert c.finish_reason == "length" and c.num_tokens == 5
+
+
+def test_generation_stops_at_the_model_maximum_length(gen, questions):
+    limit = gen.max_length
+    text = prompts.render_prompt(gen.tokenizer, questions[0] + " 1" * 2000)
+    ids = gen.tokenizer(text, add_special_tokens=False)["input_ids"]
+    short = gen.tokenizer.decode(ids[-(limit - 3):])  # 3 positions left for new tokens
+    assert len(gen.encode([short])[0]) == limit - 3
+    ((c,),) = gen.generate([short], GenerationSettings(max_new_tokens=50, stop=[]))
+    assert c.num_tokens <= 3
+
+
+# --- bad input -----------------------------------------------------------------------------------------
+
+
+def test_empty_prompt_list(gen):
+    with pytest.raises(PipelineError, match="no prompts to generate from"):
+        gen.generate([], GenerationSettings())
+
+
+def test_empty_prompt(gen, rendered):
+    with pytest.raises(PipelineError, match="prompt 1 is empty"):
+        gen.generate([rendered[0], ""], GenerationSettings())
+
+
+def test_prompt_longer_than_the_model_maximum(gen, rendered):
+    too_long = prompts.render_prompt(gen.tokenizer, "1 " * 1200)
+    n = len(gen.tokenizer(too_long, add_special_tokens=False)["input_ids"])
+    assert n > gen.max_length == 1024
+    with pytest.raises(PipelineError, match=rf"prompt 1 has {n} tokens, more than the model's maximum length 1024"):
+        gen.generate([rendered[0], too_long], GenerationSettings())
+
+
+def test_unknown_backend(model_dir):
+    with pytest.raises(PipelineError, match="unknown generation backend 'tgi'"):
+        make_generator("tgi", str(model_dir))
+
+
+def test_missing_model(tmp_path):
+    with pytest.raises(PipelineError, match="model not found"):
+        TransformersGenerator(str(tmp_path / "nope"))
+
+
+# --- truncate_at_stop -------------------------------------------------------------------------------------
+
+
+def test_truncate_at_stop_examples():
+    assert truncate_at_stop("a<|im_end|>b<|im_start|>", ["<|im_start|>", "<|im_end|>"]) == ("a", True)
+    assert truncate_at_stop("abc", ["x"]) == ("abc", False)
+    assert truncate_at_stop("abc", []) == ("abc", False)
+    assert truncate_at_stop("abc", [""]) == ("abc", False)  # an empty stop string is ignored
+    assert truncate_at_stop("abcabc", ["c", "bc"]) == ("a", True)  # the earliest match wins
+    assert truncate_at_stop("xabc", ["x"]) == ("", True)
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.text(alphabet="ab<|>\n ", max_size=30), stop=st.lists(st.text(alphabet="ab<|>\n ", max_size=3), max_size=3))
+def test_truncate_at_stop_property(text, stop):
+    cut, found = truncate_at_stop(text, stop)
+    real = [s for s in stop if s]
+    assert text.startswith(cut)
+    assert found == any(s in text for s in real)
+    assert not any(s in cut for s in real)  # no stop string survives, not even one that starts earlier
+    if found:
+        assert any(text[len(cut):].startswith(s) for s in real)
+    else:
+        assert cut == text
+
+
+# --- wilson_interval ----------------------------------------------------------------------------------------
+
+
+@settings(max_examples=500, deadline=None)
+@given(data=st.data())
+def test_wilson_interval_properties(data):
+    n = data.draw(st.integers(1, 100_000))
+    correct = data.draw(st.integers(0, n))
+    low, high = wilson_interval(correct, n)
+    p = correct / n
+    assert 0.0 <= low <= p <= high <= 1.0
+    assert (low == 0.0) == (correct == 0) and (high == 1.0) == (correct == n)
+    # the same proportion measured on 4x more questions gives a narrower interval
+    low4, high4 = wilson_interval(4 * correct, 4 * n)
+    assert high4 - low4 < high - low
+    assert low4 <= p <= high4
+
+
+def test_wilson_interval_known_values():
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+    low, high = wilson_interval(50, 100)
+    assert math.isclose(low, 0.4038, abs_tol=1e-4) and math.isclose(high, 0.5962, abs_tol=1e-4)
+    assert wilson_interval(10, 10)[1] == 1.0 and wilson_interval(0, 10)[0] == 0.0
+    low, high = wilson_interval(0, 10)
+    assert math.isclose(high, 0.2775, abs_tol=1e-4)
+
+
+# --- evaluate -------------------------------------------------------------------------------------------------
+
+
+class ScriptedGenerator:
+    """A Generator whose outputs are fixed in advance (to check the arithmetic of the metrics)."""
+
+    name = "scripted"
+
+    def __init__(self, tokenizer, completions: list[Completion]):
+        self.tokenizer = tokenizer
+        self.completions = completions
+        self.seen: list[str] = []
+
+    def generate(self, prompt_texts, settings):
+        self.seen = list(prompt_texts)
+        return [[c] for c in self.completions]
+
+
+def test_evaluate_metrics_from_scripted_outputs(tiny_tokenizer):
+    rows = [{"id": f"q{i}", "question": f"What is {i} + 1?", "gold": str(i + 1)} for i in range(5)]
+    completions = [
+        Completion("<think>0 + 1 = 1</think> The answer is \\boxed{1}.", 10, "stop"),  # right
+        Completion("The answer is 2", 4, "stop"),  # right, no box
+        Completion("\\boxed{7}", 3, "stop"),  # wrong
+        Completion("<think>3 + 1 = ", 20, "length"),  # truncated: the last number is 1, wrong
+        Completion("no idea", 3, "stop"),  # no answer at all
+    ]
+    gen = ScriptedGenerator(tiny_tokenizer, completions)
+    result = evaluate(gen, rows, GenerationSettings(), template="boxed")
+    assert gen.seen == [prompts.render_prompt(tiny_tokenizer, r["question"]) for r in rows]
+    m = result.metrics
+    assert set(m) == {"accuracy", "n", "correct", "ci95_low", "ci95_high", "answer_found_rate",
+                      "truncated_rate", "mean_output_tokens"}  # no "config": the stage adds it
+    assert (m["n"], m["correct"]) == (5, 2) and m["accuracy"] == 2 / 5
+    assert (m["ci95_low"], m["ci95_high"]) == tuple(round(x, 6) for x in wilson_interval(2, 5))
+    assert m["truncated_rate"] == 1 / 5 and m["mean_output_tokens"] == 40 / 5
+    assert m["answer_found_rate"] == 4 / 5
+    assert [p["correct"] for p in result.predictions] == [True, True, False, False, False]
+    assert [p["id"] for p in result.predictions] == [r["id"] for r in rows]
+    assert result.predictions[4]["extracted"] is None
+    assert set(result.predictions[0]) == {"id", "question", "gold", "output", "extracted", "correct",
+                                          "num_tokens", "finish_reason"}
+    assert all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in m.values())
+
+
+def test_evaluate_on_the_tiny_model(gen, questions):
+    rows = [{"id": str(i), "question": q, "gold": "5"} for i, q in enumerate(questions[:6])]
+    result = evaluate(gen, rows, GenerationSettings(max_new_tokens=16), template="boxed")
+    m = result.metrics
+    assert m["n"] == len(result.predictions) == 6
+    assert m["accuracy"] == m["correct"] / m["n"]
+    assert 0 <= m["ci95_low"] <= m["accuracy"] <= m["ci95_high"] <= 1
+    assert "config" not in m
+    assert all(p["num_tokens"] <= 16 and p["finish_reason"] in ("stop", "length") for p in result.predictions)
+    assert m["mean_output_tokens"] == sum(p["num_tokens"] for p in result.predictions) / 6

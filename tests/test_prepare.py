@@ -1,0 +1,494 @@
+"""prepare (mathpipe.data.prepare, stages.prepare) on the small sample data: outputs and their
+schemas, filters, dedup, split, determinism, and bad inputs that stop with a clear message and leave
+no output behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from mathpipe import prompts
+from mathpipe.answers import extract_answer, extract_gold, is_equivalent
+from mathpipe.config import load_section
+from mathpipe.data import readers
+from mathpipe.data.prepare import (
+    FILTER_ORDER,
+    PrepareConfig,
+    is_validation,
+    normalise_problem,
+    resolve_inputs,
+    run_prepare,
+)
+from mathpipe.errors import ConfigError, DataError, PipelineError
+from mathpipe.models import load_tokenizer
+
+from conftest import SMALL_SAMPLE
+
+REPO = Path(__file__).resolve().parents[1]
+OUTPUT_FILES = [
+    "eval/cmath.jsonl",
+    "eval/gsm8k.jsonl",
+    "pairs_train.jsonl",
+    "pairs_val.jsonl",
+    "sft_train.jsonl",
+    "sft_val.jsonl",
+]
+SFT_KEYS = {"id", "source", "problem", "answer", "messages", "instruction", "input", "output"}
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def all_bytes(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def prepare(cfg: PrepareConfig) -> dict:
+    """What `stages.prepare` does, minus the metrics file."""
+    inputs = resolve_inputs(cfg)
+    return run_prepare(cfg, load_tokenizer(cfg.tokenizer), inputs)
+
+
+def openr1_rows(raw: Path) -> dict[str, dict]:
+    return {r["uuid"]: r for p in sorted((raw / "openr1").glob("*.parquet")) for r in pq.read_table(p).to_pylist()}
+
+
+def assert_nothing_written(out_dir: Path) -> None:
+    assert not out_dir.exists()
+    leftovers = [p.name for p in out_dir.parent.iterdir() if p.name.startswith(f".{out_dir.name}.")]
+    assert leftovers == [], leftovers
+
+
+def shard(raw: Path, index: int = 1) -> Path:
+    return sorted((raw / "openr1").glob("*.parquet"))[index]
+
+
+def rewrite_shard(path: Path, edit) -> None:
+    table = pq.read_table(path)
+    pq.write_table(edit(table), path)
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory, prepare_config):
+    out = tmp_path_factory.mktemp("prepare") / "prepared"
+    cfg = prepare_config(out)
+    summary = prepare(cfg)
+    files = {name: read_jsonl(out / name) for name in OUTPUT_FILES}
+    return cfg, summary, out, files
+
+
+# --- outputs and schemas -------------------------------------------------------------------------
+
+
+def test_output_files(prepared):
+    _, summary, out, files = prepared
+    assert sorted(all_bytes(out)) == OUTPUT_FILES
+    assert [p.name for p in out.parent.iterdir()] == ["prepared"]  # no temporary folder left
+    assert {k: len(files[f"sft_{k}.jsonl"]) for k in ("train", "val")} == summary["sft"]
+    assert {k: len(files[f"pairs_{k}.jsonl"]) for k in ("train", "val")} == {
+        k: summary["pairs"][k] for k in ("train", "val")
+    }
+    assert summary["eval"] == {"gsm8k": SMALL_SAMPLE.n_gsm8k_test, "cmath": SMALL_SAMPLE.n_cmath_test}
+    assert summary["sft"]["train"] > 100 and summary["sft"]["val"] > 0
+    assert summary["pairs"]["train"] > 30  # the sample has wrong traces next to right ones
+
+
+def test_sft_rows_hold_chat_messages_and_alpaca_columns(prepared, sample_dir):
+    _, _, _, files = prepared
+    raw = openr1_rows(sample_dir)
+    for split in ("train", "val"):
+        for row in files[f"sft_{split}.jsonl"]:
+            assert set(row) == SFT_KEYS
+            assert row["source"] == "openr1"
+            assert [m["role"] for m in row["messages"]] == ["user", "assistant"]
+            user, assistant = (m["content"] for m in row["messages"])
+            assert user == prompts.user_message(row["problem"]) == f"{row['problem']}\n{prompts.instruction()}"
+            assert row["instruction"] == prompts.instruction("boxed")
+            assert row["input"] == row["problem"]
+            assert row["output"] == assistant
+            source = raw[row["id"]]
+            assert row["problem"] == source["problem"] and row["answer"] == source["answer"]
+            # trace: generation -> a verified-correct, complete R1 trace of this very problem
+            i = source["generations"].index(assistant)
+            assert source["correctness_math_verify"][i] and source["is_reasoning_complete"][i]
+            assert re.fullmatch(r"<think>\n.+\n</think>\n\n.*\\boxed\{\d+\}.*", assistant, re.S), assistant
+            assert is_equivalent(extract_answer(assistant), row["answer"])
+
+
+def test_pairs_are_conversational_and_verified(prepared):
+    _, _, _, files = prepared
+    for split in ("train", "val"):
+        sft_ids = {r["id"] for r in files[f"sft_{split}.jsonl"]}
+        for pair in files[f"pairs_{split}.jsonl"]:
+            assert set(pair) == {"id", "answer", "prompt", "chosen", "rejected"}
+            assert pair["id"] in sft_ids  # a pair stays in the split of its problem
+            assert [m["role"] for m in pair["prompt"]] == ["user"]
+            assert pair["prompt"][0]["content"].endswith(prompts.instruction())
+            assert [m["role"] for m in pair["chosen"]] == [m["role"] for m in pair["rejected"]] == ["assistant"]
+            chosen, rejected = pair["chosen"][0]["content"], pair["rejected"][0]["content"]
+            assert chosen != rejected
+            assert prompts.THINK_CLOSE in chosen and prompts.THINK_CLOSE in rejected
+            assert is_equivalent(extract_answer(chosen), pair["answer"])
+            assert not is_equivalent(extract_answer(rejected), pair["answer"])
+
+
+def test_eval_sets_keep_the_questions_and_their_gold(prepared, sample_dir):
+    _, _, _, files = prepared
+    for name, gold_field in (("gsm8k", "answer"), ("cmath", "golden")):
+        source = read_jsonl(sample_dir / name / "test.jsonl")
+        rows = files[f"eval/{name}.jsonl"]
+        assert [r["question"] for r in rows] == [s["question"] for s in source]
+        assert [r["id"] for r in rows] == [f"{name}-test-{i}" for i in range(len(source))]
+        for row, s in zip(rows, source):
+            assert set(row) == {"id", "question", "gold", "reference"}
+            assert row["reference"] == s[gold_field]
+            assert row["gold"] == extract_gold(s[gold_field], name) and re.fullmatch(r"\d+", row["gold"])
+
+
+def test_no_problem_twice_and_split_is_the_hash_of_the_problem(prepared, sample_dir):
+    cfg, summary, _, files = prepared
+    train, val = files["sft_train.jsonl"], files["sft_val.jsonl"]
+    problems = [normalise_problem(r["problem"]) for r in train + val]
+    assert len(problems) == len(set(problems))
+    assert len({r["id"] for r in train + val}) == len(train) + len(val)
+    raw_problems = [r["problem"] for r in openr1_rows(sample_dir).values()]
+    assert len(set(raw_problems)) < len(raw_problems)  # the sample does repeat some problems ...
+    assert summary["openr1"]["after_duplicate"] == len(set(raw_problems))  # ... and they are dropped
+    for split, rows in (("train", train), ("val", val)):
+        for r in rows:
+            assert is_validation(r["problem"], cfg.val_fraction, cfg.split_seed) == (split == "val")
+
+
+def test_counts_are_monotone_and_add_up(prepared):
+    _, summary, _, _ = prepared
+    counts = summary["openr1"]
+    assert list(counts) == ["read"] + [f"after_{name}" for name in FILTER_ORDER]
+    values = list(counts.values())
+    assert values[0] == SMALL_SAMPLE.n_train
+    assert all(a >= b for a, b in zip(values, values[1:])), counts
+    assert summary["sft"]["train"] + summary["sft"]["val"] == counts["after_max_tokens"]
+    pairs = summary["pairs"]
+    assert pairs["kept"] == pairs["train"] + pairs["val"] == pairs["candidates"] - pairs["dropped_max_tokens"]
+    assert "gsm8k_train" not in summary  # not an SFT source by default
+
+
+def test_two_runs_are_byte_identical(prepared, prepare_config, tmp_path):
+    _, _, out, _ = prepared
+    again = tmp_path / "again"
+    prepare(prepare_config(again))
+    assert all_bytes(again) == all_bytes(out)
+
+
+def test_split_seed_and_fraction_change_the_split_only(prepared, prepare_config, tmp_path):
+    _, _, _, files = prepared
+    summary = prepare(prepare_config(tmp_path / "p", split_seed=1, val_fraction=0.3))
+    train, val = read_jsonl(tmp_path / "p/sft_train.jsonl"), read_jsonl(tmp_path / "p/sft_val.jsonl")
+    before = {r["id"] for r in files["sft_train.jsonl"] + files["sft_val.jsonl"]}
+    assert {r["id"] for r in train + val} == before  # the same records, split differently
+    assert not {r["id"] for r in train} & {r["id"] for r in val}
+    assert 0.15 < len(val) / len(before) < 0.45
+    assert {r["id"] for r in val} != {r["id"] for r in files["sft_val.jsonl"]}
+    assert summary["sft"] == {"train": len(train), "val": len(val)}
+    assert all(is_validation(r["problem"], 0.3, 1) for r in val)
+
+
+def test_trace_solution_uses_the_reference_solution(prepared, prepare_config, sample_dir, tmp_path):
+    _, _, _, files = prepared
+    prepare(prepare_config(tmp_path / "p", trace="solution"))
+    raw = openr1_rows(sample_dir)
+    rows = read_jsonl(tmp_path / "p/sft_train.jsonl")
+    assert [r["id"] for r in rows] == [r["id"] for r in files["sft_train.jsonl"]]
+    for r in rows:
+        expected = prompts.response(raw[r["id"]]["solution"], r["answer"])
+        assert r["output"] == r["messages"][1]["content"] == expected
+        assert r["output"] not in raw[r["id"]]["generations"]
+        assert r["output"].endswith(f"The answer is \\boxed{{{r['answer']}}}.")
+
+
+def test_gsm8k_as_an_sft_source(prepared, prepare_config, sample_dir, tmp_path):
+    _, base_summary, _, files = prepared
+    summary = prepare(prepare_config(tmp_path / "p", sft_sources=["openr1", "gsm8k"]))
+    splits = {k: read_jsonl(tmp_path / f"p/sft_{k}.jsonl") for k in ("train", "val")}
+    for k, rows in splits.items():  # the OpenR1 records are unchanged, the GSM8K ones come after them
+        assert [r for r in rows if r["source"] == "openr1"] == files[f"sft_{k}.jsonl"]
+        assert [r["source"] for r in rows] == sorted(r["source"] for r in rows)[::-1]
+    assert summary["openr1"] == base_summary["openr1"]
+    rows = splits["train"] + splits["val"]
+    gsm = [r for r in rows if r["source"] == "gsm8k"]
+    source = read_jsonl(sample_dir / "gsm8k/train.jsonl")
+    assert summary["gsm8k_train"]["read"] == len(source) == SMALL_SAMPLE.n_gsm8k_train
+    assert len(gsm) == summary["gsm8k_train"]["after_max_tokens"] == len(source)
+    by_question = {s["question"]: s for s in source}
+    for r in gsm:
+        assert re.fullmatch(r"gsm8k-train-\d+", r["id"])
+        s = by_question[r["problem"]]
+        body, final = s["answer"].rsplit("####", 1)
+        assert "<<" in body  # the raw answers carry calculator annotations ...
+        assert "<<" not in r["output"] and ">>" not in r["output"]  # ... the targets do not
+        assert r["answer"] == final.strip()
+        assert r["output"] == prompts.response(re.sub(r"<<[^<>]*>>", "", body), final.strip())
+        assert is_equivalent(extract_answer(r["output"]), r["answer"])
+    total = sum(summary[s]["after_max_tokens"] for s in ("openr1", "gsm8k_train"))
+    assert summary["sft"]["train"] + summary["sft"]["val"] == total
+
+
+def test_gsm8k_only(prepare_config, tmp_path):
+    summary = prepare(prepare_config(tmp_path / "p", sft_sources=["gsm8k"]))
+    assert "openr1" not in summary and summary["gsm8k_train"]["read"] == SMALL_SAMPLE.n_gsm8k_train
+    rows = read_jsonl(tmp_path / "p/sft_train.jsonl")
+    assert rows and {r["source"] for r in rows} == {"gsm8k"}
+    assert read_jsonl(tmp_path / "p/pairs_train.jsonl") == []  # GSM8K has no wrong traces to pair
+
+
+def test_max_train_rows_caps_the_training_split(prepared, prepare_config, tmp_path):
+    _, _, _, files = prepared
+    summary = prepare(prepare_config(tmp_path / "p", max_train_rows=50))
+    train = read_jsonl(tmp_path / "p/sft_train.jsonl")
+    assert len(train) == summary["sft"]["train"] == 50
+    assert train == files["sft_train.jsonl"][:50]  # the first rows, in input order
+    pair_ids = {p["id"] for p in read_jsonl(tmp_path / "p/pairs_train.jsonl")}
+    assert pair_ids <= {r["id"] for r in train}
+
+
+def test_max_tokens_filters_long_rows(prepared, prepare_config, tiny_tokenizer, tmp_path):
+    _, summary, _, files = prepared
+    rows = files["sft_train.jsonl"] + files["sft_val.jsonl"]
+    lengths = sorted(
+        len(tiny_tokenizer.apply_chat_template(r["messages"], tokenize=True, return_dict=True)["input_ids"])
+        for r in rows
+    )
+    limit = lengths[len(lengths) // 2]
+    small = prepare(prepare_config(tmp_path / "p", filters={"max_tokens": limit}))
+    kept = read_jsonl(tmp_path / "p/sft_train.jsonl") + read_jsonl(tmp_path / "p/sft_val.jsonl")
+    assert small["openr1"]["after_max_tokens"] == len(kept) == sum(n <= limit for n in lengths)
+    assert small["openr1"]["after_finish_stop"] == summary["openr1"]["after_finish_stop"]
+    for r in kept:
+        n = len(tiny_tokenizer.apply_chat_template(r["messages"], tokenize=True, return_dict=True)["input_ids"])
+        assert n <= limit
+    assert small["pairs"]["dropped_max_tokens"] > 0
+
+
+def test_filters_off_take_the_first_trace(prepared, prepare_config, sample_dir, tmp_path):
+    _, summary, _, _ = prepared
+    loose = prepare(prepare_config(tmp_path / "p", filters={"min_correctness_count": 0,
+                                                               "require_math_verify": False,
+                                                               "require_complete": False,
+                                                               "require_finish_stop": False,
+                                                               "max_tokens": 100000}))
+    counts = loose["openr1"]
+    assert counts["after_max_tokens"] == counts["after_duplicate"] == summary["openr1"]["after_duplicate"]
+    raw = openr1_rows(sample_dir)
+    rows = read_jsonl(tmp_path / "p/sft_train.jsonl") + read_jsonl(tmp_path / "p/sft_val.jsonl")
+    assert all(r["output"] == raw[r["id"]]["generations"][0] for r in rows)
+    wrong = [r for r in rows if not raw[r["id"]]["correctness_math_verify"][0]]
+    assert len(wrong) > 20  # without the verifier filter, wrong and truncated traces become targets
+    assert any(prompts.THINK_CLOSE not in r["output"] for r in wrong)
+
+
+# --- nullable columns ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("null_type", ["typed", "inferred"])
+def test_all_null_nullable_columns_are_fine(prepared, prepare_config, copy_sample, tmp_path, null_type):
+    """finish_reasons / correctness_llama are null on every row of every shard: same output, because a
+    null finish reason passes the finish filter and truncated traces are caught by `complete` too."""
+    _, _, out, _ = prepared
+    raw = copy_sample()
+
+    def nullify(table: pa.Table) -> pa.Table:
+        for name in ("finish_reasons", "correctness_llama"):
+            i = table.schema.get_field_index(name)
+            kind = table.schema.field(name).type if null_type == "typed" else pa.null()
+            table = table.set_column(i, name, pa.nulls(len(table), type=kind))
+        return table
+
+    for path in sorted((raw / "openr1").glob("*.parquet")):
+        rewrite_shard(path, nullify)
+        assert pq.read_table(path).column("finish_reasons").null_count == pq.read_metadata(path).num_rows
+    prepare(prepare_config(tmp_path / "p", raw_dir=raw))
+    assert all_bytes(tmp_path / "p") == all_bytes(out)
+
+
+# --- inputs: paths ---------------------------------------------------------------------------------
+
+
+def test_expand_paths_reads_each_shard_once(sample_dir):
+    shards = sorted((sample_dir / "openr1").glob("*.parquet"))
+    assert len(shards) == SMALL_SAMPLE.shards
+    patterns = ["openr1", "openr1/*.parquet", "./openr1/train-00000-*.parquet", "openr1/../openr1"]
+    found = readers.expand_paths(patterns, sample_dir)
+    assert [p.resolve() for p in found] == [p.resolve() for p in shards]
+    assert readers.expand_paths("openr1/train-00001-*.parquet", sample_dir) == [shards[1]]
+    assert readers.expand_paths(str(sample_dir / "gsm8k" / "*.jsonl")) == sorted(
+        (sample_dir / "gsm8k").glob("*.jsonl")
+    )
+
+
+def test_expand_paths_pattern_matching_nothing_is_named(sample_dir):
+    with pytest.raises(DataError, match=re.escape(f"no input file matches {sample_dir / 'openr1/*.arrow'}")):
+        readers.expand_paths(["openr1", "openr1/*.arrow"], sample_dir)
+    with pytest.raises(DataError, match=re.escape(str(sample_dir / "gsm8k"))):  # a folder without parquet
+        readers.expand_paths("gsm8k", sample_dir)
+
+
+def test_overlapping_patterns_do_not_double_the_rows(prepared, prepare_config, tmp_path):
+    _, _, out, _ = prepared
+    prepare(prepare_config(tmp_path / "p", files={"openr1": ["openr1", "openr1/*.parquet"]}))
+    assert all_bytes(tmp_path / "p") == all_bytes(out)
+
+
+# --- bad inputs: a clear message, and no output at all ----------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["openr1", "gsm8k_test", "cmath_test"])
+def test_missing_input_file(prepare_config, tmp_path, sample_dir, name):
+    out = tmp_path / "p"
+    cfg = prepare_config(out, files={name: "nowhere/missing.*"})
+    with pytest.raises(DataError, match=re.escape(str(sample_dir / "nowhere/missing.*"))):
+        prepare(cfg)
+    assert_nothing_written(out)
+
+
+def test_gsm8k_source_needs_its_file(prepare_config, tmp_path):
+    cfg = prepare_config(tmp_path / "p", sft_sources=["gsm8k"], files={"gsm8k_train": None})
+    with pytest.raises(DataError, match=r"prepare\.files\.gsm8k_train"):
+        prepare(cfg)
+    assert_nothing_written(tmp_path / "p")
+
+
+def test_shard_missing_a_required_column(prepare_config, copy_sample, tmp_path):
+    raw = copy_sample()
+    bad = shard(raw, 1)
+    rewrite_shard(bad, lambda t: t.drop_columns(["correctness_count"]))
+    out = tmp_path / "p"
+    with pytest.raises(DataError, match=re.escape(f"{bad}: missing required column 'correctness_count'")):
+        prepare(prepare_config(out, raw_dir=raw))
+    assert_nothing_written(out)
+
+
+def test_shard_with_a_wrong_column_type(prepare_config, copy_sample, tmp_path):
+    raw = copy_sample()
+    bad = shard(raw, 1)
+
+    def as_string(table: pa.Table) -> pa.Table:
+        i = table.schema.get_field_index("correctness_count")
+        return table.set_column(i, "correctness_count", table.column(i).cast(pa.string()))
+
+    rewrite_shard(bad, as_string)
+    out = tmp_path / "p"
+    with pytest.raises(DataError, match=re.escape(f"{bad}: column 'correctness_count' has type string, expected int64")):
+        prepare(prepare_config(out, raw_dir=raw))
+    assert_nothing_written(out)
+
+
+def test_a_file_that_is_not_parquet(prepare_config, copy_sample, tmp_path):
+    raw = copy_sample()
+    bad = shard(raw, 0)
+    bad.write_bytes(b"not a parquet file at all")
+    with pytest.raises(DataError, match=re.escape(f"{bad}: not a readable parquet file")):
+        prepare(prepare_config(tmp_path / "p", raw_dir=raw))
+    assert_nothing_written(tmp_path / "p")
+
+
+@pytest.mark.parametrize("name", ["gsm8k", "cmath"])
+def test_malformed_jsonl_line_in_an_eval_file(prepare_config, copy_sample, tmp_path, name):
+    raw = copy_sample()
+    path = raw / name / "test.jsonl"
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    lines.insert(4, '{"question": "cut off", \n')
+    path.write_text("".join(lines), encoding="utf-8")
+    out = tmp_path / "p"
+    with pytest.raises(DataError, match=re.escape(f"{path}:5: malformed JSON line")):
+        prepare(prepare_config(out, raw_dir=raw))
+    assert_nothing_written(out)
+
+
+def test_eval_row_missing_a_field(prepare_config, copy_sample, tmp_path):
+    raw = copy_sample()
+    path = raw / "cmath" / "test.jsonl"
+    with path.open("a", encoding="utf-8") as f:
+        f.write(json.dumps({"question": "no gold here"}, ensure_ascii=False) + "\n")
+    with pytest.raises(DataError, match=re.escape(f"{path}:{SMALL_SAMPLE.n_cmath_test + 1}: missing field(s) 'golden'")):
+        prepare(prepare_config(tmp_path / "p", raw_dir=raw))
+    assert_nothing_written(tmp_path / "p")
+
+
+def test_every_row_filtered_out(prepare_config, tmp_path):
+    out = tmp_path / "p"
+    with pytest.raises(DataError, match=r"no SFT training rows left after the filters.*prepare\.filters") as info:
+        prepare(prepare_config(out, filters={"max_tokens": 5}))
+    assert "'after_max_tokens': 0" in str(info.value)  # the counts show where the rows went
+    assert_nothing_written(out)
+
+
+def test_a_failed_run_keeps_the_previous_output(prepared, prepare_config, copy_sample, tmp_path):
+    _, _, out, _ = prepared
+    target = tmp_path / "p"
+    prepare(prepare_config(target))
+    before = all_bytes(target)
+    with pytest.raises(DataError):
+        prepare(prepare_config(target, filters={"max_tokens": 5}))
+    assert all_bytes(target) == before == all_bytes(out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p"]
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("prepare:\n  filters:\n    max_tok: 5\n", "prepare.filters.max_tok: unknown parameter"),
+        ("prepare:\n  batch_size: lots\n", "prepare.batch_size: expected an integer, got str 'lots'"),
+        ("prepare:\n  sft_sources: [openr1, gsm8k, math]\n", "prepare.sft_sources[2]: must be one of"),
+    ],
+)
+def test_unknown_or_ill_typed_parameter(tmp_path, text, key):
+    params = tmp_path / "params.yaml"
+    params.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError, match=re.escape(key)):
+        load_section("prepare", PrepareConfig, params)
+
+
+def test_tokenizer_path_that_does_not_exist(prepare_config, tmp_path):
+    missing = tmp_path / "models" / "nope"
+    with pytest.raises(PipelineError, match=re.escape(f"model not found: {missing} does not exist")):
+        load_tokenizer(missing)
+    out = tmp_path / "p"
+    with pytest.raises(PipelineError, match=re.escape(str(missing))):
+        prepare(prepare_config(out, tokenizer=str(missing)))
+    assert_nothing_written(out)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(PipelineError, match=re.escape(f"{tmp_path / 'empty'} has no config.json")):
+        load_tokenizer(tmp_path / "empty")
+
+
+# --- the stage as a command ------------------------------------------------------------------------
+
+
+def test_stage_exits_2_with_one_error_line(tmp_path, copy_sample, tiny_model_dir):
+    """`python -m stages.prepare` in a project folder: bad input -> exit 2, `error: ...`, no traceback,
+    and neither the output folder nor metrics/prepare.json appear."""
+    raw = copy_sample("raw")
+    bad = raw / "cmath" / "test.jsonl"
+    with bad.open("a", encoding="utf-8") as f:
+        f.write("{not json\n")
+    params = {"prepare": {"source": "local", "raw_dir": "raw", "tokenizer": str(tiny_model_dir),
+                          "out_dir": "data/prepared"}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    result = subprocess.run([sys.executable, "-m", "stages.prepare"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, result.stderr
+    assert errors[0].startswith(f"error: raw/cmath/test.jsonl:{SMALL_SAMPLE.n_cmath_test + 1}: malformed JSON line")
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "data").exists() and not (tmp_path / "metrics").exists()
