@@ -77,6 +77,7 @@ class TransformersGenerator:
         self.eos_ids = set(eos if isinstance(eos, list) else [eos]) | {self.tokenizer.eos_token_id}
         self.eos_ids.discard(None)
         self.max_length = getattr(self.model.config, "max_position_embeddings", None)
+        self.special_tokens = [t for t in self.tokenizer.all_special_tokens if t]
 
     def encode(self, prompts: list[str]) -> list[list[int]]:
         if not prompts:
@@ -133,10 +134,11 @@ class TransformersGenerator:
         end = next((k for k, t in enumerate(tokens) if t in self.eos_ids), None)
         if end is not None:
             tokens = tokens[:end]
-        text = self.tokenizer.decode(tokens, skip_special_tokens=True)
-        text, stopped = truncate_at_stop(text, s.stop)
-        if not stopped and s.stop:  # a stop string that is a special token (<|im_start|>) is not in `text`
-            stopped = truncate_at_stop(self.tokenizer.decode(tokens, skip_special_tokens=False), s.stop)[1]
+        # Decode with special tokens kept so a stop string that is one (<|im_start|>) is found, then
+        # drop the special tokens left before the cut.
+        text, stopped = truncate_at_stop(self.tokenizer.decode(tokens, skip_special_tokens=False), s.stop)
+        for special in self.special_tokens:
+            text = text.replace(special, "")
         finished = end is not None or stopped
         return Completion(text=text, num_tokens=len(tokens), finish_reason="stop" if finished else "length")
 

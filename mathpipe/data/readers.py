@@ -142,5 +142,5 @@ def iter_cmath(paths: list[Path]) -> Iterator[dict]:
                 )
             golden = row[CMATH_GOLD_FIELD]
             if isinstance(golden, (int, float)) and not isinstance(golden, bool):
-                golden = str(golden)  # some copies store numeric goldens as numbers
-            yield {"question": _text(row, field, path, i), "golden": _text({**row, CMATH_GOLD_FIELD: golden}, CMATH_GOLD_FIELD, path, i)}
+                row[CMATH_GOLD_FIELD] = str(golden)  # some copies store numeric goldens as numbers
+            yield {"question": _text(row, field, path, i), "golden": _text(row, CMATH_GOLD_FIELD, path, i)}
