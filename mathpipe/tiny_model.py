@@ -54,8 +54,17 @@ class TinyModelConfig:
     num_key_value_heads: int = 1
     head_dim: int = 64
     max_position_embeddings: int = 1024
+    # Std of the random initial weights; null: 1/sqrt(hidden_size). Qwen3's 0.02 suits its 1024-wide
+    # layers; at width 128 it leaves attention logits so flat that the model takes far longer to
+    # learn to look back at the question (measured: no use of the question after 3 epochs of SFT).
+    initializer_range: float | None = None
+
+    def init_std(self) -> float:
+        return self.initializer_range if self.initializer_range is not None else self.hidden_size ** -0.5
 
     def validate(self, prefix: str) -> None:
+        if self.initializer_range is not None:
+            check_positive(self.initializer_range, f"{prefix}.initializer_range")
         for name in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
                      "num_attention_heads", "num_key_value_heads", "head_dim", "max_position_embeddings"):
             check_positive(getattr(self, name), f"{prefix}.{name}")
@@ -108,6 +117,7 @@ def build_model(tokenizer: PreTrainedTokenizerFast, cfg: TinyModelConfig, seed: 
         num_key_value_heads=cfg.num_key_value_heads,
         head_dim=cfg.head_dim,
         max_position_embeddings=cfg.max_position_embeddings,
+        initializer_range=cfg.init_std(),
         tie_word_embeddings=True,  # like Qwen3-0.6B, so the LoRA/merge path meets tied weights
         eos_token_id=eos,
         pad_token_id=pad,
