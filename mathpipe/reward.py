@@ -1,0 +1,194 @@
+"""A Bradley-Terry reward model: TRL's RewardTrainer on preference pairs, and scoring texts with it.
+
+    summary = run_reward_model(cfg)          # trains, writes cfg.out_dir, returns held-out figures
+    scorer = RewardScorer("models/reward")
+    scorer.score(prompts, responses)          # one float per (question, response), batched
+
+The model is a sequence-classification head (one logit) over the base or SFT model. With LoRA the
+adapter and the new head are trained, then merged, so cfg.out_dir is a standalone checkpoint.
+Texts are scored as chat conversations rendered with the reward model's own tokenizer, so a reward
+model need not share the policy's tokenizer.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mathpipe import prompts
+from mathpipe.config import check, check_positive
+from mathpipe.errors import DataError
+from mathpipe.io import atomic_dir, read_jsonl
+from mathpipe.training import (
+    LoraSettings,
+    TrainSettings,
+    dvclive_callback,
+    final_losses,
+    lora_config,
+    prepare_checkpoints,
+    run_fingerprint,
+    trainer_kwargs,
+)
+
+log = logging.getLogger(__name__)
+
+PAIR_COLUMNS = ("prompt", "chosen", "rejected")
+
+
+@dataclass
+class RewardStageConfig:
+    model: str = "models/sft"  # the backbone: models/base or models/sft
+    train_file: str = "data/prepared/pairs_train.jsonl"
+    val_file: str = "data/prepared/pairs_val.jsonl"
+    max_train_samples: int | None = None
+    max_val_samples: int | None = None
+    out_dir: str = "models/reward"
+    checkpoint_dir: str = "checkpoints/reward_model"
+    live_dir: str = "dvclive/reward_model"
+    trust_remote_code: bool = False
+    score_batch_size: int = 32
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    train: TrainSettings = field(default_factory=TrainSettings)
+
+    def validate(self, prefix: str) -> None:
+        check(not self.train.group_by_length, f"{prefix}.train.group_by_length",
+              "must be false: the Trainer can only group single sequences by length, not pairs")
+        for name in ("max_train_samples", "max_val_samples"):
+            value = getattr(self, name)
+            check(value is None or value > 0, f"{prefix}.{name}", f"must be > 0 or null, got {value}")
+        check_positive(self.score_batch_size, f"{prefix}.score_batch_size")
+
+
+def load_pairs(path: str | Path, limit: int | None = None) -> list[dict]:
+    """Conversational preference pairs {"prompt", "chosen", "rejected"} (lists of chat turns)."""
+    rows = read_jsonl(path, required=PAIR_COLUMNS)
+    if limit is not None:
+        rows = rows[:limit]
+    if not rows:
+        raise DataError(f"{path}: no preference pairs")
+    for i, row in enumerate(rows, 1):
+        for column in PAIR_COLUMNS:
+            turns = row[column]
+            if not (isinstance(turns, list) and turns and all(isinstance(t, dict) and "content" in t for t in turns)):
+                raise DataError(f"{path}:{i}: column '{column}' must be a non-empty list of chat turns")
+    return [{c: row[c] for c in PAIR_COLUMNS} for row in rows]
+
+
+class RewardScorer:
+    """Scores (question or chat prompt, response) with a saved reward model, in batches."""
+
+    def __init__(self, model_dir: str | Path, batch_size: int = 32, dtype: str = "auto",
+                 trust_remote_code: bool = False, device: str | None = None):
+        import torch
+        from transformers import AutoModelForSequenceClassification
+
+        from mathpipe.models import default_device, load_tokenizer, require_model_dir, resolve_dtype
+
+        self.device = device or default_device()
+        model_dir = require_model_dir(model_dir)
+        self.tokenizer = load_tokenizer(model_dir, trust_remote_code=trust_remote_code, padding_side="right")
+        self.model = AutoModelForSequenceClassification.from_pretrained(
+            model_dir, dtype=resolve_dtype(dtype, self.device), use_safetensors=True,
+            trust_remote_code=trust_remote_code,
+        ).to(self.device).eval()
+        self.batch_size = batch_size
+        self._torch = torch
+
+    def render(self, prompt: str | list[dict], response: str | list[dict]) -> str:
+        turns = prompts.messages(prompt) if isinstance(prompt, str) else list(prompt)
+        turns += [{"role": "assistant", "content": response}] if isinstance(response, str) else list(response)
+        return self.tokenizer.apply_chat_template(turns, tokenize=False)
+
+    def score(self, prompt_list: list, responses: list) -> list[float]:
+        texts = [self.render(p, r) for p, r in zip(prompt_list, responses, strict=True)]
+        scores: list[float] = []
+        for start in range(0, len(texts), self.batch_size):
+            batch = self.tokenizer(texts[start:start + self.batch_size], return_tensors="pt", padding=True,
+                                   add_special_tokens=False).to(self.device)
+            with self._torch.no_grad():
+                logits = self.model(**batch).logits[:, 0]
+            scores.extend(logits.float().tolist())
+        return scores
+
+
+def pairwise_metrics(chosen: list[float], rejected: list[float]) -> dict:
+    """Held-out figures of a reward model: how often chosen outscores rejected, and by how much."""
+    margins = [c - r for c, r in zip(chosen, rejected, strict=True)]
+    n = len(margins)
+    return {
+        "pairs": n,
+        "accuracy": sum(m > 0 for m in margins) / n if n else 0.0,
+        "mean_margin": sum(margins) / n if n else 0.0,
+        "mean_chosen": sum(chosen) / n if n else 0.0,
+        "mean_rejected": sum(rejected) / n if n else 0.0,
+    }
+
+
+def run_reward_model(cfg: RewardStageConfig, prefix: str = "reward_model") -> dict:
+    from datasets import Dataset
+    from transformers import AutoModelForSequenceClassification
+    from trl import RewardConfig, RewardTrainer
+
+    from mathpipe.models import default_device, load_tokenizer, read_origin, require_model_dir, resolve_dtype
+
+    model_dir = require_model_dir(cfg.model)
+    train_rows = load_pairs(cfg.train_file, cfg.max_train_samples)
+    val_rows = load_pairs(cfg.val_file, cfg.max_val_samples)
+    tokenizer = load_tokenizer(model_dir, trust_remote_code=cfg.trust_remote_code, padding_side="right")
+    device = default_device()
+    model = AutoModelForSequenceClassification.from_pretrained(
+        model_dir, num_labels=1, dtype=resolve_dtype(cfg.train.dtype, device), use_safetensors=True,
+        trust_remote_code=cfg.trust_remote_code,
+    )
+    model.config.pad_token_id = tokenizer.pad_token_id
+    peft_config = lora_config(model, cfg.lora, f"{prefix}.lora", task_type="SEQ_CLS")
+
+    from mathpipe.sft import _file_digest, count_parameters
+
+    fingerprint = run_fingerprint(cfg, read_origin(model_dir), _file_digest(cfg.train_file), _file_digest(cfg.val_file))
+    resume = prepare_checkpoints(Path(cfg.checkpoint_dir), fingerprint)
+    kwargs = trainer_kwargs(cfg.train, Path(cfg.checkpoint_dir), device, has_eval=True)
+    trainer = RewardTrainer(
+        model=model,
+        args=RewardConfig(**kwargs),
+        train_dataset=Dataset.from_list(train_rows),
+        eval_dataset=Dataset.from_list(val_rows),
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=[dvclive_callback(cfg.live_dir, resume=resume is not None)],
+    )
+    trainable, total = count_parameters(trainer.model)
+    log.info("training %d of %d parameters (%s) on %d pairs", trainable, total,
+             "LoRA" if peft_config else "full", len(train_rows))
+    started = time.perf_counter()
+    trainer.train(resume_from_checkpoint=resume)
+    seconds = time.perf_counter() - started
+
+    trained = trainer.model
+    if peft_config is not None:
+        trained = trained.merge_and_unload()
+    tokenizer.padding_side = "left"
+    with atomic_dir(cfg.out_dir) as tmp:
+        trained.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        scorer = RewardScorer(tmp, batch_size=cfg.score_batch_size, dtype=cfg.train.dtype,
+                              trust_remote_code=cfg.trust_remote_code, device=device)
+        chosen = scorer.score([r["prompt"] for r in val_rows], [r["chosen"] for r in val_rows])
+        rejected = scorer.score([r["prompt"] for r in val_rows], [r["rejected"] for r in val_rows])
+    held_out = pairwise_metrics(chosen, rejected)
+    losses = final_losses(trainer.state.log_history)
+    return {
+        "method": "lora" if peft_config else "full",
+        "backbone": str(model_dir),
+        "steps": trainer.state.global_step,
+        "train_pairs": len(train_rows),
+        "trainable_parameters": trainable,
+        "total_parameters": total,
+        "train_seconds": round(seconds, 2),
+        "train_loss": losses["train_loss"],
+        "eval_loss": losses["eval_loss"],
+        "resumed_from": Path(resume).name if resume else None,
+        "held_out": held_out,
+    }

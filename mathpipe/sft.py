@@ -1,0 +1,167 @@
+"""Supervised fine-tuning on the prepared chat records, with TRL's SFTTrainer and PEFT LoRA.
+
+    summary = run_sft(cfg)     # writes cfg.out_dir (the adapter, or the full model), returns figures
+
+The loss covers assistant tokens only: the chat template marks them with {% generation %}, and
+each assistant turn ends with the template's end-of-turn token (the tokenizer's EOS), so the model
+learns to stop. Checkpoints go to cfg.checkpoint_dir; a re-run after an interruption resumes there.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mathpipe.config import check
+from mathpipe.errors import ConfigError, DataError
+from mathpipe.io import atomic_dir, read_jsonl, write_json
+from mathpipe.training import (
+    LoraSettings,
+    TrainSettings,
+    dvclive_callback,
+    final_losses,
+    lora_config,
+    prepare_checkpoints,
+    run_fingerprint,
+    trainer_kwargs,
+)
+
+log = logging.getLogger(__name__)
+
+GENERATION_MARKER = "{% generation %}"
+_GENERATION_TAG = re.compile(r"\{%-?\s*generation\s*-?%\}")
+
+
+@dataclass
+class SFTStageConfig:
+    model: str = "models/base"
+    train_file: str = "data/prepared/sft_train.jsonl"
+    val_file: str | None = "data/prepared/sft_val.jsonl"
+    max_train_samples: int | None = None
+    max_val_samples: int | None = None
+    out_dir: str = "models/sft_adapter"
+    checkpoint_dir: str = "checkpoints/sft"
+    live_dir: str = "dvclive/sft"
+    chat_template: str | None = None  # a jinja file with {% generation %} markers, if the model's lacks them
+    trust_remote_code: bool = False
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    train: TrainSettings = field(default_factory=TrainSettings)
+
+    def validate(self, prefix: str) -> None:
+        for name in ("max_train_samples", "max_val_samples"):
+            value = getattr(self, name)
+            check(value is None or value > 0, f"{prefix}.{name}", f"must be > 0 or null, got {value}")
+
+
+def load_messages(path: str | Path, limit: int | None) -> list[dict]:
+    """Chat records ({"messages": [...]}) whose last turn is the assistant's target."""
+    rows = read_jsonl(path, required=("messages",))
+    if limit is not None:
+        rows = rows[:limit]
+    if not rows:
+        raise DataError(f"{path}: no training records")
+    for i, row in enumerate(rows, 1):
+        msgs = row["messages"]
+        if not (isinstance(msgs, list) and msgs and isinstance(msgs[-1], dict) and msgs[-1].get("role") == "assistant"):
+            raise DataError(f"{path}:{i}: column 'messages' must be a list of chat turns ending with the assistant's")
+    return [{"messages": row["messages"]} for row in rows]
+
+
+def training_tokenizer(model_dir: str, cfg: SFTStageConfig, prefix: str):
+    """The model's tokenizer, padded on the right for training, with a template that marks targets."""
+    from mathpipe.models import load_tokenizer
+
+    tokenizer = load_tokenizer(model_dir, trust_remote_code=cfg.trust_remote_code, padding_side="right")
+    if cfg.chat_template is not None:
+        path = Path(cfg.chat_template)
+        if not path.is_file():
+            raise ConfigError(f"{prefix}.chat_template: file not found: {path}")
+        tokenizer.chat_template = path.read_text(encoding="utf-8")
+    if not _GENERATION_TAG.search(tokenizer.chat_template or ""):
+        raise ConfigError(
+            f"{prefix}.chat_template: the chat template of {model_dir} has no {GENERATION_MARKER} markers, so "
+            "the loss cannot be limited to assistant tokens; point this key at a template that has them "
+            "(TRL ships trl/chat_templates/qwen3_training.jinja)"
+        )
+    return tokenizer
+
+
+def count_parameters(model) -> tuple[int, int]:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return trainable, sum(p.numel() for p in model.parameters())
+
+
+def run_sft(cfg: SFTStageConfig, prefix: str = "sft", callbacks: list | None = None) -> dict:
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    from mathpipe.models import default_device, load_causal_lm, read_origin, require_model_dir
+
+    model_dir = require_model_dir(cfg.model)
+    train_rows = load_messages(cfg.train_file, cfg.max_train_samples)
+    val_rows = load_messages(cfg.val_file, cfg.max_val_samples) if cfg.val_file else []
+    tokenizer = training_tokenizer(str(model_dir), cfg, prefix)
+    device = default_device()
+    model = load_causal_lm(model_dir, dtype=cfg.train.dtype, device=device, trust_remote_code=cfg.trust_remote_code)
+    model.train()
+    peft_config = lora_config(model, cfg.lora, f"{prefix}.lora")
+
+    fingerprint = run_fingerprint(cfg, read_origin(model_dir), _file_digest(cfg.train_file), _file_digest(cfg.val_file))
+    resume = prepare_checkpoints(Path(cfg.checkpoint_dir), fingerprint)
+    args = SFTConfig(
+        **trainer_kwargs(cfg.train, Path(cfg.checkpoint_dir), device, has_eval=bool(val_rows)),
+        assistant_only_loss=True,
+        packing=False,
+    )
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(train_rows),
+        eval_dataset=Dataset.from_list(val_rows) if val_rows else None,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=[dvclive_callback(cfg.live_dir, resume=resume is not None), *(callbacks or [])],
+    )
+    trainable, total = count_parameters(trainer.model)
+    log.info("training %d of %d parameters (%s) on %d records", trainable, total,
+             "LoRA" if peft_config else "full", len(train_rows))
+    started = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=resume)
+    seconds = time.perf_counter() - started
+    eval_metrics = trainer.evaluate() if val_rows else {}
+
+    tokenizer.padding_side = "left"  # the saved tokenizer serves generation
+    with atomic_dir(cfg.out_dir) as tmp:
+        trainer.save_model(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
+    # TRL logs the running count of (non-padding) tokens trained on; tokens seen this run only on resume.
+    tokens = max((h.get("num_tokens", 0) for h in trainer.state.log_history if "loss" in h), default=0)
+    losses = final_losses(trainer.state.log_history)
+    return {
+        "method": "lora" if peft_config else "full",
+        "steps": trainer.state.global_step,
+        "epochs": round(trainer.state.epoch or 0.0, 4),
+        "train_records": len(train_rows),
+        "val_records": len(val_rows),
+        "trainable_parameters": trainable,
+        "total_parameters": total,
+        "train_seconds": round(seconds, 2),
+        "train_tokens": int(tokens) if tokens else None,
+        "tokens_per_second": round(tokens / seconds, 1) if tokens and seconds else None,
+        "train_loss": losses["train_loss"],
+        "train_loss_mean": result.metrics.get("train_loss"),
+        "eval_loss": eval_metrics.get("eval_loss", losses["eval_loss"]),
+        "resumed_from": Path(resume).name if resume else None,
+        "device": device,
+    }
+
+
+def _file_digest(path: str | None) -> str | None:
+    import hashlib
+
+    if not path or not Path(path).is_file():
+        return None
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]

@@ -1,0 +1,208 @@
+"""What the training stages (sft, reward_model, dpo) share: settings, LoRA, checkpoints, logging.
+
+    settings = from_dict(TrainSettings, raw, "sft.train")
+    lora = lora_config(model, cfg.lora, "sft.lora")          # None for full fine-tuning
+    kwargs = trainer_kwargs(settings, checkpoint_dir)        # for SFTConfig / RewardConfig / DPOConfig
+    resume = prepare_checkpoints(checkpoint_dir, fingerprint)  # a checkpoint to resume from, or None
+
+The trainers are TRL's; this module only turns params.yaml into their arguments, checks them before
+any work, and keeps the run's checkpoints honest: a checkpoint folder written by another
+configuration (another learning rate, other data) is cleared instead of resumed from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from mathpipe.config import check, check_positive, check_range
+from mathpipe.errors import ConfigError
+from mathpipe.io import read_json, write_json
+
+log = logging.getLogger(__name__)
+
+FINGERPRINT_FILE = "mathpipe-run.json"  # in the checkpoint folder: which configuration wrote it
+
+
+@dataclass
+class TrainSettings:
+    """The optimisation loop, in the Trainer's own terms (one process; see accelerate for more)."""
+
+    epochs: float = 1.0
+    max_steps: int = -1  # > 0 overrides epochs
+    learning_rate: float = 2e-4
+    lr_scheduler: str = "cosine"
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    batch_size: int = 16  # per device
+    grad_accumulation: int = 1
+    eval_batch_size: int = 32
+    max_length: int = 512  # in tokens; longer sequences are truncated
+    group_by_length: bool = True  # batches of similar length: less padding, same examples
+    gradient_checkpointing: bool = False
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
+    seed: int = 0
+    logging_steps: int = 10
+    eval_steps: int = 50  # eval loss on the validation split every N steps (and at the end)
+    save_steps: int = 50  # checkpoint every N steps, for resuming
+    save_total_limit: int = 2
+
+    def validate(self, prefix: str) -> None:
+        check_positive(self.learning_rate, f"{prefix}.learning_rate")
+        check(self.epochs > 0 or self.max_steps > 0, f"{prefix}.epochs", f"must be > 0, got {self.epochs}")
+        check(self.max_steps == -1 or self.max_steps > 0, f"{prefix}.max_steps", "must be -1 (use epochs) or > 0")
+        check(self.warmup_steps >= 0, f"{prefix}.warmup_steps", f"must be >= 0, got {self.warmup_steps}")
+        check(self.weight_decay >= 0, f"{prefix}.weight_decay", f"must be >= 0, got {self.weight_decay}")
+        check_positive(self.max_grad_norm, f"{prefix}.max_grad_norm")
+        for name in ("batch_size", "grad_accumulation", "eval_batch_size", "max_length", "logging_steps",
+                     "eval_steps", "save_steps", "save_total_limit"):
+            check_positive(getattr(self, name), f"{prefix}.{name}")
+        from transformers import SchedulerType
+
+        known = [s.value for s in SchedulerType]
+        check(self.lr_scheduler in known, f"{prefix}.lr_scheduler",
+              f"unknown scheduler '{self.lr_scheduler}' (known: {', '.join(known)})")
+
+
+@dataclass
+class LoraSettings:
+    """PEFT LoRA on the named linear layers; `enabled: false` trains every weight instead."""
+
+    enabled: bool = True
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.0
+    target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+
+    def validate(self, prefix: str) -> None:
+        check(self.r >= 1, f"{prefix}.r", f"LoRA rank must be >= 1, got {self.r}")
+        check_positive(self.alpha, f"{prefix}.alpha")
+        check_range(self.dropout, f"{prefix}.dropout", 0.0, 0.99)
+        check(bool(self.target_modules), f"{prefix}.target_modules", "must name at least one module")
+
+
+# Never adapt these through LoRA: on tied-embedding models (Qwen3-0.6B, the tiny default) the input
+# embedding and the output head are one matrix, and an adapter on either breaks the tie at merge time.
+EMBEDDING_MODULES = ("embed_tokens", "lm_head", "wte", "word_embeddings", "embed_out")
+
+
+def lora_config(model, settings: LoraSettings, prefix: str, task_type: str = "CAUSAL_LM"):
+    """PEFT LoraConfig for `model`, or None for full fine-tuning. Checks every target module exists."""
+    if not settings.enabled:
+        return None
+    from peft import LoraConfig
+
+    linear_names = {name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                    if type(module).__name__ in ("Linear", "Conv1D")}
+    for i, target in enumerate(settings.target_modules):
+        key = f"{prefix}.target_modules[{i}]"
+        if target in EMBEDDING_MODULES:
+            raise ConfigError(f"{key}: '{target}' is an embedding or output head; LoRA on it breaks tied "
+                              "weights at merge (train it with lora.enabled: false instead)")
+        if target not in linear_names:
+            raise ConfigError(f"{key}: the model has no linear module named '{target}' "
+                              f"(it has: {', '.join(sorted(linear_names))})")
+    return LoraConfig(
+        r=settings.r,
+        lora_alpha=settings.alpha,
+        lora_dropout=settings.dropout,
+        target_modules=list(settings.target_modules),
+        task_type=task_type,
+    )
+
+
+def trainer_kwargs(settings: TrainSettings, checkpoint_dir: Path, device: str, has_eval: bool) -> dict:
+    """Arguments common to SFTConfig, RewardConfig and DPOConfig (all TrainingArguments)."""
+    from mathpipe.models import resolve_dtype
+
+    import torch
+
+    bf16 = resolve_dtype(settings.dtype, device) == torch.bfloat16
+    return dict(
+        output_dir=str(checkpoint_dir),
+        num_train_epochs=settings.epochs,
+        max_steps=settings.max_steps,
+        learning_rate=settings.learning_rate,
+        lr_scheduler_type=settings.lr_scheduler,
+        warmup_steps=settings.warmup_steps,
+        weight_decay=settings.weight_decay,
+        max_grad_norm=settings.max_grad_norm,
+        per_device_train_batch_size=settings.batch_size,
+        per_device_eval_batch_size=settings.eval_batch_size,
+        gradient_accumulation_steps=settings.grad_accumulation,
+        max_length=settings.max_length,
+        train_sampling_strategy="group_by_length" if settings.group_by_length else "random",
+        gradient_checkpointing=settings.gradient_checkpointing,
+        bf16=bf16,
+        use_cpu=device == "cpu",
+        seed=settings.seed,
+        data_seed=settings.seed,
+        logging_steps=settings.logging_steps,
+        eval_strategy="steps" if has_eval else "no",
+        eval_steps=settings.eval_steps,
+        save_strategy="steps",
+        save_steps=settings.save_steps,
+        save_total_limit=settings.save_total_limit,
+        report_to=[],  # DVCLive is added as a callback, so its folder is ours to choose
+        disable_tqdm=False,
+        dataloader_num_workers=0,
+    )
+
+
+def run_fingerprint(*parts) -> str:
+    """A hash of everything that makes checkpoints of one run interchangeable (config, data, model)."""
+    text = json.dumps([asdict(p) if hasattr(p, "__dataclass_fields__") else p for p in parts],
+                      sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def prepare_checkpoints(checkpoint_dir: Path, fingerprint: str) -> str | None:
+    """The checkpoint to resume from, if the folder holds one from this exact configuration.
+
+    A folder written by another configuration is cleared (resuming from it would mix two runs);
+    either way the folder is stamped with `fingerprint` for the next attempt.
+    """
+    from transformers.trainer_utils import get_last_checkpoint
+
+    checkpoint_dir = Path(checkpoint_dir)
+    stamp = checkpoint_dir / FINGERPRINT_FILE
+    if checkpoint_dir.is_dir():
+        previous = read_json(stamp).get("fingerprint") if stamp.is_file() else None
+        if previous == fingerprint:
+            last = get_last_checkpoint(str(checkpoint_dir))
+            if last:
+                log.info("resuming from %s", last)
+                return last
+        elif any(checkpoint_dir.iterdir()):
+            log.info("%s holds checkpoints of another configuration; starting over", checkpoint_dir)
+            shutil.rmtree(checkpoint_dir)
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    write_json(stamp, {"fingerprint": fingerprint})
+    return None
+
+
+def dvclive_callback(live_dir: str | Path, resume: bool):
+    """transformers' DVCLiveCallback writing to `live_dir` (one folder per stage, declared as plots).
+
+    Inside `dvc repro`/`dvc exp run`, DVCLive leaves experiment bookkeeping to DVC itself.
+    """
+    from dvclive import Live
+    from transformers.integrations import DVCLiveCallback
+
+    live = Live(dir=str(live_dir), resume=resume, save_dvc_exp=False, dvcyaml=None, report=None)
+    return DVCLiveCallback(live=live)
+
+
+def final_losses(log_history: list[dict]) -> dict:
+    """Last logged train loss and eval loss from a Trainer's log history."""
+    train = [h["loss"] for h in log_history if "loss" in h]
+    evals = [h["eval_loss"] for h in log_history if "eval_loss" in h]
+    return {"train_loss": train[-1] if train else None, "eval_loss": evals[-1] if evals else None}

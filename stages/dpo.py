@@ -1,0 +1,29 @@
+"""dpo: preference optimisation with LoRA on the merged SFT model (TRL's DPOTrainer).
+
+    python -m stages.dpo      # params: dpo.*   output: models/dpo_adapter/, metrics/dpo.json
+
+The reference is the SFT model itself (the adapter switched off). dpo.pairs picks the pairs:
+prepare's (format trl), or an external set such as argilla/distilabel-math-preference-dpo
+(format distilabel) or xinlai/Math-Step-DPO-10K (format math_step_dpo), local or from the Hub.
+"""
+
+import logging
+
+from mathpipe.cli import run_stage
+from mathpipe.config import load_section
+from mathpipe.dpo import DPOStageConfig, run_dpo
+from mathpipe.io import write_json
+
+log = logging.getLogger("stages.dpo")
+
+
+def main() -> None:
+    cfg = load_section("dpo", DPOStageConfig)
+    summary = run_dpo(cfg)
+    write_json("metrics/dpo.json", summary)
+    held = summary["held_out"]
+    log.info("%s: held-out reward accuracy %s, margin %s", cfg.out_dir, held["reward_accuracy"], held["reward_margin"])
+
+
+if __name__ == "__main__":
+    run_stage(main)

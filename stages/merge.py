@@ -1,0 +1,32 @@
+"""merge: fold a LoRA adapter into its base and save a standalone checkpoint, checked by logits.
+
+    python -m stages.merge --name sft     # params: merge.*   output: models/sft/, metrics/merge/sft.json
+
+merge.models.<name> gives the base, the adapter and the output folder; dvc.yaml runs one stage per
+name. The stage fails, writing nothing, if the saved checkpoint's logits differ from base + adapter by
+more than merge.tolerance.
+"""
+
+import argparse
+
+from mathpipe.cli import run_stage
+from mathpipe.config import load_section
+from mathpipe.errors import ConfigError
+from mathpipe.io import write_json
+from mathpipe.merge import MergeConfig, merge_adapter
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--name", required=True, help="a key of merge.models")
+    args = parser.parse_args()
+    cfg = load_section("merge", MergeConfig)
+    if args.name not in cfg.models:
+        raise ConfigError(f"--name {args.name}: not in merge.models ({', '.join(cfg.models)})")
+    spec = cfg.models[args.name]
+    summary = merge_adapter(spec.base, spec.adapter, spec.out, cfg)
+    write_json(f"metrics/merge/{args.name}.json", summary)
+
+
+if __name__ == "__main__":
+    run_stage(main)
