@@ -12,7 +12,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 DVC_YAML = yaml.safe_load((ROOT / "dvc.yaml").read_text())
-STAGES = DVC_YAML["stages"]
+# A foreach stage keeps its command, deps and params under `do`.
+STAGES = {name: stage.get("do", stage) for name, stage in DVC_YAML["stages"].items()}
 
 
 def module_file(name: str) -> Path | None:

@@ -59,16 +59,35 @@ def test_every_stage_writes_its_outputs(project):
     assert (project / "models/base/tokenizer.json").is_file()
     record = json.loads((prepared / "sft_train.jsonl").open().readline())
     assert {"messages", "instruction", "input", "output"} <= record.keys()
+    assert (project / "models/sft_adapter/adapter_config.json").is_file()
+    assert (project / "models/dpo_adapter/adapter_config.json").is_file()
+    for merged in ("sft", "dpo", "reward"):
+        assert (project / f"models/{merged}/model.safetensors").is_file(), merged
+        assert not (project / f"models/{merged}/adapter_config.json").exists(), merged
+    assert (project / "dvclive/sft/plots/metrics/loss.tsv").is_file()
+
+
+def test_training_figures_are_recorded(project):
+    sft = json.loads((project / "metrics/sft.json").read_text())
+    assert sft["method"] == "lora" and sft["steps"] > 0 and sft["tokens_per_second"] > 0
+    assert 0 < sft["eval_loss"] < 10 and sft["train_loss"] > 0
+    for name in ("sft", "dpo"):
+        merge = json.loads((project / f"metrics/merge/{name}.json").read_text())
+        assert merge["max_abs_logit_diff"] <= merge["tolerance"]
+    reward = json.loads((project / "metrics/reward_model.json").read_text())
+    assert reward["held_out"]["pairs"] == 159 and 0.0 <= reward["held_out"]["accuracy"] <= 1.0
+    dpo = json.loads((project / "metrics/dpo.json").read_text())
+    assert dpo["held_out"]["reward_accuracy"] is not None and dpo["val_pairs"] == 159
 
 
 def test_metrics_are_numbers_with_their_config(project):
-    for benchmark in ("gsm8k", "cmath"):
-        m = json.loads((project / f"metrics/eval/base/{benchmark}.json").read_text())
+    for model, benchmark in [(m, b) for m in ("base", "sft", "dpo") for b in ("gsm8k", "cmath")]:
+        m = json.loads((project / f"metrics/eval/{model}/{benchmark}.json").read_text())
         assert isinstance(m["accuracy"], float) and 0.0 <= m["accuracy"] <= 1.0
         assert m["n"] == 200 and m["correct"] == round(m["accuracy"] * m["n"])
         assert m["ci95_low"] <= m["accuracy"] <= m["ci95_high"]
         assert m["config"]["backend"] == "transformers" and m["config"]["revision"]
-        predictions = (project / f"data/predictions/base/{benchmark}.jsonl").read_text().splitlines()
+        predictions = (project / f"data/predictions/{model}/{benchmark}.jsonl").read_text().splitlines()
         assert len(predictions) == m["n"]
     prepare = json.loads((project / "metrics/prepare.json").read_text())
     assert prepare["sft"]["train"] + prepare["sft"]["val"] == prepare["openr1"]["after_max_tokens"]
@@ -97,5 +116,5 @@ def test_changing_an_evaluation_param_reruns_only_evaluation(project):
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     out = run(["dvc", "repro"], project)
     ran = sorted(line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage"))
-    assert ran == ["evaluate@base-cmath", "evaluate@base-gsm8k"]
+    assert ran == sorted(f"evaluate@{m}-{b}" for m in ("base", "sft", "dpo") for b in ("gsm8k", "cmath"))
     assert json.loads((project / "metrics/eval/base/gsm8k.json").read_text())["n"] == 10

@@ -1,0 +1,319 @@
+"""The training stages on the tiny fixture model: SFT (LoRA and full), resume, merge, reward model, DPO.
+
+Each run is a handful of optimiser steps on a few records, so the whole module takes seconds; what is
+checked is the plumbing a real run depends on (masks, checkpoints, merged weights, metrics, errors),
+not how well a 2-step model does.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mathpipe.config import from_dict
+from mathpipe.errors import ConfigError, DataError, PipelineError
+from mathpipe.io import write_jsonl
+
+TRAIN = {"epochs": 1, "max_steps": 4, "batch_size": 4, "eval_batch_size": 4, "learning_rate": 1e-3,
+         "logging_steps": 1, "eval_steps": 2, "save_steps": 2, "max_length": 256}
+PAIR_TRAIN = {**TRAIN, "group_by_length": False}
+LORA = {"r": 4, "alpha": 8}
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory, prepare_config):
+    from mathpipe.data.prepare import resolve_inputs, run_prepare
+    from mathpipe.models import load_tokenizer
+
+    out = tmp_path_factory.mktemp("prepared") / "data"
+    cfg = prepare_config(out)
+    run_prepare(cfg, load_tokenizer(cfg.tokenizer), resolve_inputs(cfg))
+    return out
+
+
+def sft_config(tmp: Path, model: Path, prepared: Path, **overrides):
+    from mathpipe.sft import SFTStageConfig
+
+    raw = {
+        "model": str(model),
+        "train_file": str(prepared / "sft_train.jsonl"),
+        "val_file": str(prepared / "sft_val.jsonl"),
+        "max_train_samples": 24,
+        "max_val_samples": 4,
+        "out_dir": str(tmp / "adapter"),
+        "checkpoint_dir": str(tmp / "checkpoints"),
+        "live_dir": str(tmp / "dvclive"),
+        "lora": LORA,
+        "train": TRAIN,
+        **overrides,
+    }
+    return from_dict(SFTStageConfig, raw, "sft")
+
+
+@pytest.fixture(scope="module")
+def sft_run(tmp_path_factory, tiny_model_dir, prepared):
+    from mathpipe.sft import run_sft
+
+    tmp = tmp_path_factory.mktemp("sft")
+    cfg = sft_config(tmp, tiny_model_dir, prepared)
+    return cfg, run_sft(cfg)
+
+
+# --- parameters -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("section", "override", "key"),
+    [
+        ("lora", {"r": 0}, "sft.lora.r"),
+        ("lora", {"dropout": 1.5}, "sft.lora.dropout"),
+        ("train", {"learning_rate": -1e-4}, "sft.train.learning_rate"),
+        ("train", {"batch_size": 0}, "sft.train.batch_size"),
+        ("train", {"lr_scheduler": "zigzag"}, "sft.train.lr_scheduler"),
+        ("train", {"dtype": "int8"}, "sft.train.dtype"),
+    ],
+)
+def test_bad_training_parameters_name_their_key(tmp_path, tiny_model_dir, prepared, section, override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        sft_config(tmp_path, tiny_model_dir, prepared, **{section: {**(LORA if section == "lora" else TRAIN), **override}})
+
+
+@pytest.mark.parametrize(
+    ("targets", "message"),
+    [(["q_proj", "qkv_proj"], r"sft\.lora\.target_modules\[1\]: the model has no linear module named 'qkv_proj'"),
+     (["lm_head"], r"sft\.lora\.target_modules\[0\]: 'lm_head' is an embedding or output head"),
+     (["embed_tokens"], r"sft\.lora\.target_modules\[0\]: 'embed_tokens'")],
+)
+def test_lora_targets_are_checked_against_the_model(tmp_path, tiny_model_dir, prepared, targets, message):
+    from mathpipe.sft import run_sft
+
+    cfg = sft_config(tmp_path, tiny_model_dir, prepared, lora={**LORA, "target_modules": targets})
+    with pytest.raises(ConfigError, match=message):
+        run_sft(cfg)
+    assert not (tmp_path / "adapter").exists()
+
+
+@pytest.mark.parametrize(("override", "key"), [({"beta": 0}, r"dpo\.beta"), ({"beta": -0.1}, r"dpo\.beta"),
+                                               ({"loss_type": "nope"}, r"dpo\.loss_type")])
+def test_bad_dpo_parameters_name_their_key(override, key):
+    from mathpipe.dpo import DPOStageConfig
+
+    with pytest.raises(ConfigError, match=key):
+        from_dict(DPOStageConfig, override, "dpo")
+
+
+def test_a_template_without_generation_markers_is_refused(tmp_path, tiny_model_dir, prepared):
+    from mathpipe.sft import run_sft
+
+    template = tmp_path / "plain.jinja"
+    template.write_text("{% for m in messages %}{{ m['content'] }}{% endfor %}")
+    cfg = sft_config(tmp_path, tiny_model_dir, prepared, chat_template=str(template))
+    with pytest.raises(ConfigError, match=r"sft\.chat_template: .*generation"):
+        run_sft(cfg)
+
+
+# --- SFT ------------------------------------------------------------------------------------------
+
+
+def test_loss_covers_assistant_tokens_ending_with_eos(tiny_tokenizer, prepared):
+    from mathpipe.io import read_jsonl
+
+    record = read_jsonl(prepared / "sft_train.jsonl")[0]
+    enc = tiny_tokenizer.apply_chat_template(record["messages"], tokenize=True, return_dict=True,
+                                             return_assistant_tokens_mask=True)
+    ids, mask = enc["input_ids"], enc["assistant_masks"]
+    target = [t for t, m in zip(ids, mask) if m]
+    assert tiny_tokenizer.decode(target) == record["messages"][-1]["content"] + tiny_tokenizer.eos_token
+    assert target[-1] == tiny_tokenizer.eos_token_id
+    question_ids = [t for t, m in zip(ids, mask) if not m]
+    assert record["problem"].split()[0] in tiny_tokenizer.decode(question_ids)
+
+
+def test_sft_writes_an_adapter_and_its_figures(sft_run):
+    cfg, summary = sft_run
+    out = Path(cfg.out_dir)
+    assert (out / "adapter_config.json").is_file() and (out / "adapter_model.safetensors").is_file()
+    adapter = json.loads((out / "adapter_config.json").read_text())
+    assert adapter["r"] == 4 and set(adapter["target_modules"]) >= {"q_proj", "down_proj"}
+    assert summary["method"] == "lora" and summary["steps"] == 4
+    assert 0 < summary["trainable_parameters"] < summary["total_parameters"]
+    assert summary["tokens_per_second"] > 0 and summary["train_loss"] > 0 and summary["eval_loss"] > 0
+    curves = Path(cfg.live_dir) / "plots" / "metrics"
+    assert (curves / "loss.tsv").is_file() and (curves / "eval" / "loss.tsv").is_file()
+
+
+def test_full_fine_tuning_writes_a_whole_model(tmp_path, tiny_model_dir, prepared):
+    from mathpipe.sft import run_sft
+
+    cfg = sft_config(tmp_path, tiny_model_dir, prepared, lora={"enabled": False},
+                     train={**TRAIN, "max_steps": 2})
+    summary = run_sft(cfg)
+    assert summary["method"] == "full" and summary["trainable_parameters"] == summary["total_parameters"]
+    assert (tmp_path / "adapter" / "model.safetensors").is_file()
+
+
+def test_an_interrupted_run_resumes_from_its_last_checkpoint(tmp_path, tiny_model_dir, prepared):
+    from transformers import TrainerCallback
+
+    from mathpipe.sft import run_sft
+
+    class Interrupt(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 3:  # checkpoint-2 is on disk; step 3 is lost
+                raise KeyboardInterrupt
+
+    cfg = sft_config(tmp_path, tiny_model_dir, prepared)
+    with pytest.raises(KeyboardInterrupt):
+        run_sft(cfg, callbacks=[Interrupt()])
+    assert (tmp_path / "checkpoints" / "checkpoint-2").is_dir()
+    assert not (tmp_path / "adapter").exists()
+
+    summary = run_sft(cfg)
+    assert summary["resumed_from"] == "checkpoint-2"
+    assert summary["steps"] == 4
+    assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_checkpoints_of_another_configuration_are_not_resumed(tmp_path):
+    from mathpipe.training import prepare_checkpoints
+
+    folder = tmp_path / "ckpt"
+    assert prepare_checkpoints(folder, "aaaa") is None
+    (folder / "checkpoint-5").mkdir()
+    (folder / "checkpoint-5" / "trainer_state.json").write_text("{}")
+    assert prepare_checkpoints(folder, "aaaa").endswith("checkpoint-5")
+    assert prepare_checkpoints(folder, "bbbb") is None  # another learning rate, other data...
+    assert not (folder / "checkpoint-5").exists()
+
+
+# --- merge ----------------------------------------------------------------------------------------
+
+
+def merge_config(prepared: Path, **overrides):
+    from mathpipe.merge import MergeConfig
+
+    raw = {"models": {"x": {"base": "b", "adapter": "a", "out": "o"}},
+           "probe_file": str(prepared / "sft_val.jsonl"), "probe_samples": 4, **overrides}
+    return from_dict(MergeConfig, raw, "merge")
+
+
+def test_merged_checkpoint_matches_base_plus_adapter(tmp_path, tiny_model_dir, prepared, sft_run):
+    from mathpipe.merge import merge_adapter
+    from mathpipe.models import load_causal_lm, load_tokenizer
+
+    cfg, _ = sft_run
+    summary = merge_adapter(tiny_model_dir, cfg.out_dir, tmp_path / "merged", merge_config(prepared))
+    assert summary["method"] == "lora"
+    assert summary["max_abs_logit_diff"] < 1e-4 and summary["probe_tokens"] > 0
+    assert summary["tie_word_embeddings"] is True
+    merged = load_causal_lm(tmp_path / "merged", dtype="float32")
+    assert merged.lm_head.weight.data_ptr() == merged.model.embed_tokens.weight.data_ptr()
+    assert not any("lora" in name for name, _ in merged.named_parameters())
+    assert load_tokenizer(tmp_path / "merged").padding_side == "left"
+    assert (tmp_path / "merged" / "generation_config.json").is_file()
+    assert json.loads((tmp_path / "merged" / "mathpipe.json").read_text())["adapter"] == cfg.out_dir
+
+
+def test_merge_fails_and_writes_nothing_beyond_tolerance(tmp_path, tiny_model_dir, prepared, sft_run):
+    from mathpipe.merge import merge_adapter
+
+    cfg, _ = sft_run
+    # bf16 storage rounds the logits by far more than 1e-9: the check must catch it.
+    with pytest.raises(PipelineError, match=r"merge\.tolerance"):
+        merge_adapter(tiny_model_dir, cfg.out_dir, tmp_path / "merged",
+                      merge_config(prepared, tolerance=1e-9, save_dtype="bfloat16"))
+    assert not (tmp_path / "merged").exists()
+
+
+# --- reward model ---------------------------------------------------------------------------------
+
+
+def test_reward_model_trains_merges_and_scores_text(tmp_path, tiny_model_dir, prepared):
+    from mathpipe.reward import RewardScorer, RewardStageConfig, run_reward_model
+
+    cfg = from_dict(RewardStageConfig, {
+        "model": str(tiny_model_dir), "train_file": str(prepared / "pairs_train.jsonl"),
+        "val_file": str(prepared / "pairs_val.jsonl"), "max_train_samples": 16, "max_val_samples": 3,
+        "out_dir": str(tmp_path / "reward"), "checkpoint_dir": str(tmp_path / "ckpt"),
+        "live_dir": str(tmp_path / "live"), "lora": LORA, "train": PAIR_TRAIN,
+    }, "reward_model")
+    summary = run_reward_model(cfg)
+    held = summary["held_out"]
+    assert held["pairs"] == 3 and 0.0 <= held["accuracy"] <= 1.0
+    assert held["mean_margin"] == pytest.approx(held["mean_chosen"] - held["mean_rejected"], abs=1e-5)
+    assert not (tmp_path / "reward" / "adapter_config.json").exists()  # merged: standalone
+    scorer = RewardScorer(tmp_path / "reward")
+    scores = scorer.score(["What is 2 + 3?", "What is 2 + 3?"], ["The answer is \\boxed{5}.", "It is 6."])
+    assert len(scores) == 2 and all(isinstance(s, float) for s in scores)
+    assert scores == scorer.score(["What is 2 + 3?"] * 2, ["The answer is \\boxed{5}.", "It is 6."])
+
+
+# --- preference pairs and DPO ---------------------------------------------------------------------
+
+
+def test_pair_file_with_missing_columns_names_them(tmp_path):
+    from mathpipe.data.pairs import read_pairs
+
+    path = tmp_path / "pairs.jsonl"
+    write_jsonl(path, [{"instruction": "1 + 1?", "chosen_response": "2"}])
+    with pytest.raises(DataError, match="rejected_response"):
+        read_pairs([path], "distilabel")
+    write_jsonl(path, [{"prompt": [{"role": "user", "content": "q"}], "chosen": "a"}])
+    with pytest.raises(DataError, match="rejected"):
+        read_pairs([path], "trl")
+
+
+def test_external_pair_schemas_become_chat_pairs(tmp_path):
+    from mathpipe import prompts
+    from mathpipe.data.pairs import read_pairs
+
+    distilabel = tmp_path / "distilabel.jsonl"
+    write_jsonl(distilabel, [{"instruction": "What is 6 * 7?", "chosen_response": "42", "rejected_response": "43",
+                              "chosen_rating": 10, "rejected_rating": 2}])
+    step = tmp_path / "step.jsonl"
+    write_jsonl(step, [{"prompt": "What is 6 * 7?", "initial_reason_steps": "Step 1: ", "chosen": "6*7=42",
+                        "rejected": "6*7=43", "full_chosen": "Step 1: 6*7=42", "full_rejected": "Step 1: 6*7=43",
+                        "answer": "42", "dataset": "gsm8k"}])
+    for path, fmt, chosen in ((distilabel, "distilabel", "42"), (step, "math_step_dpo", "Step 1: 6*7=42")):
+        (pair,) = read_pairs([path], fmt)
+        assert pair["prompt"] == prompts.messages("What is 6 * 7?")
+        assert pair["chosen"] == [{"role": "assistant", "content": chosen}]
+        assert pair["rejected"][0]["role"] == "assistant"
+
+
+def test_dpo_trains_an_adapter_on_the_policy(tmp_path, tiny_model_dir, prepared):
+    from mathpipe.dpo import DPOStageConfig, run_dpo
+
+    cfg = from_dict(DPOStageConfig, {
+        "model": str(tiny_model_dir),
+        "pairs": {"train_files": str(prepared / "pairs_train.jsonl"), "val_files": str(prepared / "pairs_val.jsonl")},
+        "max_train_samples": 16, "max_val_samples": 3, "out_dir": str(tmp_path / "dpo"),
+        "checkpoint_dir": str(tmp_path / "ckpt"), "live_dir": str(tmp_path / "live"),
+        "beta": 0.2, "lora": LORA, "train": PAIR_TRAIN,
+    }, "dpo")
+    summary = run_dpo(cfg)
+    assert (tmp_path / "dpo" / "adapter_config.json").is_file()
+    assert summary["train_pairs"] == 16 and summary["val_pairs"] == 3 and summary["steps"] == 4
+    assert 0.0 <= summary["held_out"]["reward_accuracy"] <= 1.0
+    assert summary["held_out"]["reward_margin"] is not None
+
+
+def test_dpo_holds_out_a_share_when_there_is_no_validation_file(tmp_path, prepared):
+    from mathpipe.dpo import PairSource, load_pair_splits
+
+    src = from_dict(PairSource, {"train_files": str(prepared / "pairs_train.jsonl"), "val_files": None,
+                                 "val_fraction": 0.2}, "dpo.pairs")
+    train, val = load_pair_splits(src, "dpo.pairs", None, None)
+    assert val and train
+    prompts_of = lambda rows: {json.dumps(r["prompt"]) for r in rows}  # noqa: E731
+    assert not prompts_of(train) & prompts_of(val)
+
+
+def test_missing_pair_files_are_named(tmp_path):
+    from mathpipe.dpo import PairSource, load_pair_splits
+
+    src = from_dict(PairSource, {"train_files": str(tmp_path / "none*.jsonl")}, "dpo.pairs")
+    with pytest.raises(DataError, match=r"dpo\.pairs\.train_files"):
+        load_pair_splits(src, "dpo.pairs", None, None)
