@@ -214,14 +214,13 @@ def test_test_questions_never_appear_in_training(data):
 
 def test_held_out_collisions_are_rejected(monkeypatch, tmp_path):
     """In a problem space of about a hundred texts, 60 draws would repeat some unless they are rejected."""
-    monkeypatch.setattr(sample, "OPERAND_MAX", 6)
     monkeypatch.setattr(sample, "GROUP_START_P", 0.0)
     monkeypatch.setitem(sample.NAMES, "en", ["Tom", "Ann"])
     monkeypatch.setitem(sample.OBJECTS, "en", [("apples", "")])
     for key in ("start", "+", "-", "*", "/", "question", "frame"):
         monkeypatch.setitem(sample.TEMPLATES["en"], key, sample.TEMPLATES["en"][key][:1])
     cfg = SampleConfig(n_train=20, n_gsm8k_test=20, n_cmath_test=5, n_gsm8k_train=20, shards=1, max_steps=1,
-                       chinese_fraction=0.0)
+                       chinese_fraction=0.0, operand_max=6, value_max=12)
     write_sample_data(tmp_path / "raw", cfg)
     test = [r["question"] for r in read_jsonl(tmp_path / "raw/gsm8k/test.jsonl")]
     train = [r["question"] for r in read_jsonl(tmp_path / "raw/gsm8k/train.jsonl")]

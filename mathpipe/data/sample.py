@@ -35,9 +35,7 @@ from mathpipe.data.schemas import OPENR1_SCHEMA
 from mathpipe.config import check, check_range
 from mathpipe.io import atomic_dir, write_jsonl
 
-OPERAND_MIN, OPERAND_MAX = 2, 60  # the numbers a problem states
-FACTOR_MAX = 9                    # multipliers and divisors
-PRODUCT_MAX, VALUE_MAX = 120, 150  # no product above 120, no result above 150
+OPERAND_MIN = 2                   # the smallest number a problem states
 GROUP_START_P = 0.25              # share of problems opening with "a bags of b each" (a first * step)
 INCOMPLETE_P, WRONG_P = 0.05, 0.32  # per trace: truncated (no </think>), or one arithmetic slip
 DUPLICATE_P = 0.01                # rows repeating an earlier problem text under a new uuid
@@ -137,7 +135,14 @@ class SampleConfig:
     n_gsm8k_train: int = 500  # GSM8K-format training problems (an optional SFT source)
     shards: int = 4  # number of OpenR1 parquet shards
     chinese_fraction: float = 0.3  # share of OpenR1 training problems written in Chinese
-    max_steps: int = 3  # 1..3 arithmetic steps per problem
+    # Difficulty: steps per problem and how large the numbers get, i.e. how many arithmetic facts a
+    # model must learn. The defaults are sized so the tiny default model learns them in minutes;
+    # max_steps 3 with operand_max 60, factor_max 9, product_max 120, value_max 150 is much harder.
+    max_steps: int = 2  # 1..3 arithmetic steps per problem
+    operand_max: int = 12  # the numbers a problem states
+    factor_max: int = 5  # multipliers and divisors
+    product_max: int = 40  # no product above this
+    value_max: int = 40  # no intermediate or final result above this
 
     def validate(self, prefix: str) -> None:
         for key in ("n_train", "n_gsm8k_test", "n_cmath_test"):
@@ -147,6 +152,10 @@ class SampleConfig:
               f"must be between 1 and n_train ({self.n_train}), got {self.shards}")
         check_range(self.chinese_fraction, f"{prefix}.chinese_fraction", 0.0, 1.0)
         check_range(self.max_steps, f"{prefix}.max_steps", 1, 3)
+        check(self.operand_max >= OPERAND_MIN + 2, f"{prefix}.operand_max", f"must be >= {OPERAND_MIN + 2}")
+        check(self.factor_max >= 2, f"{prefix}.factor_max", "must be >= 2")
+        check(self.product_max >= 2 * self.factor_max, f"{prefix}.product_max", "must be >= 2 * factor_max")
+        check(self.value_max >= self.operand_max, f"{prefix}.value_max", "must be >= operand_max")
 
 
 @dataclass
@@ -171,28 +180,29 @@ def _apply(op: str, a: int, b: int) -> int | None:
     return c if c >= 0 else None
 
 
-def _operands(op: str, x: int) -> range | list[int]:
+def _operands(op: str, x: int, cfg: SampleConfig) -> range | list[int]:
     """The operands b for `x op b` that keep the result a small integer >= 2."""
     if op == "+":
-        return range(OPERAND_MIN, min(OPERAND_MAX, VALUE_MAX - x) + 1)
+        return range(OPERAND_MIN, min(cfg.operand_max, cfg.value_max - x) + 1)
     if op == "-":
-        return range(OPERAND_MIN, min(OPERAND_MAX, x - 2) + 1)
+        return range(OPERAND_MIN, min(cfg.operand_max, x - 2) + 1)
     if op == "*":
-        return range(2, min(FACTOR_MAX, PRODUCT_MAX // x) + 1)
-    return [d for d in range(2, FACTOR_MAX + 1) if x % d == 0 and x // d >= 2]
+        return range(2, min(cfg.factor_max, cfg.product_max // x) + 1)
+    return [d for d in range(2, cfg.factor_max + 1) if x % d == 0 and x // d >= 2]
 
 
-def _make_problem(rng: random.Random, lang: str, n_steps: int) -> Problem:
+def _make_problem(rng: random.Random, lang: str, n_steps: int, cfg: SampleConfig) -> Problem:
     group = rng.random() < GROUP_START_P
     steps: list[tuple[str, int, int, int]] = []
     if group:
-        start, b = rng.randint(2, FACTOR_MAX), rng.randint(2, 12)
+        start = rng.randint(2, cfg.factor_max)
+        b = rng.randint(2, max(2, min(12, cfg.product_max // start)))
         steps.append(("*", start, b, start * b))
     else:
-        start = rng.randint(OPERAND_MIN, OPERAND_MAX)
+        start = rng.randint(OPERAND_MIN, cfg.operand_max)
     x = steps[-1][3] if steps else start
     while len(steps) < n_steps:
-        op, choices = rng.choice([(op, ch) for op in "+-*/" if (ch := _operands(op, x))])
+        op, choices = rng.choice([(op, ch) for op in "+-*/" if (ch := _operands(op, x, cfg))])
         b = rng.choice(choices)
         steps.append((op, x, b, _apply(op, x, b)))
         x = steps[-1][3]
@@ -208,10 +218,10 @@ def _make_problem(rng: random.Random, lang: str, n_steps: int) -> Problem:
     return Problem(lang, text, start, tuple(steps), group, slots)
 
 
-def _fresh_problem(rng: random.Random, lang: str, max_steps: int, taken: set[str]) -> Problem:
+def _fresh_problem(rng: random.Random, lang: str, cfg: SampleConfig, taken: set[str]) -> Problem:
     """A problem whose text is not in `taken` (test sets first, so training never repeats them)."""
     for _ in range(1000):
-        p = _make_problem(rng, lang, rng.randint(1, max_steps))
+        p = _make_problem(rng, lang, rng.randint(1, cfg.max_steps), cfg)
         if p.text not in taken:
             taken.add(p.text)
             return p
@@ -322,9 +332,9 @@ def write_sample_data(out_dir: Path, cfg: SampleConfig) -> dict[str, int]:
     stream = lambda part: random.Random(f"{cfg.seed}:{part}")  # noqa: E731 - one independent stream per part
     taken: set[str] = set()  # every question text so far: held-out sets first, then training
     r = stream("gsm8k-test")
-    gsm_test = [_fresh_problem(r, "en", cfg.max_steps, taken) for _ in range(cfg.n_gsm8k_test)]
+    gsm_test = [_fresh_problem(r, "en", cfg, taken) for _ in range(cfg.n_gsm8k_test)]
     r = stream("cmath-test")
-    cmath_test = [_fresh_problem(r, "zh", cfg.max_steps, taken) for _ in range(cfg.n_cmath_test)]
+    cmath_test = [_fresh_problem(r, "zh", cfg, taken) for _ in range(cfg.n_cmath_test)]
 
     r = stream("openr1")
     n = cfg.n_train
@@ -334,11 +344,11 @@ def write_sample_data(out_dir: Path, cfg: SampleConfig) -> dict[str, int]:
     for i in range(n):
         lang = "zh" if i in chinese else "en"
         same_lang = [q for q in problems if q.lang == lang] if i in duplicates else []
-        problems.append(r.choice(same_lang) if same_lang else _fresh_problem(r, lang, cfg.max_steps, taken))
+        problems.append(r.choice(same_lang) if same_lang else _fresh_problem(r, lang, cfg, taken))
     rows = [openr1_row(r, p, str(uuid.uuid5(UUID_NS, f"{cfg.seed}/{i}"))) for i, p in enumerate(problems)]
 
     r = stream("gsm8k-train")
-    gsm_train = [_fresh_problem(r, "en", cfg.max_steps, taken) for _ in range(cfg.n_gsm8k_train)]
+    gsm_train = [_fresh_problem(r, "en", cfg, taken) for _ in range(cfg.n_gsm8k_train)]
 
     counts: dict[str, int] = {}
     with atomic_dir(out_dir) as tmp:
