@@ -2,10 +2,11 @@
 
     python -m stages.base_model
 
-`tiny` (default) trains a byte-level BPE tokenizer on the sample corpus and builds a small Qwen3
-from a fixed seed; `hub` downloads a model at a pinned revision; `local` copies a folder written by
-`save_pretrained`. Each writes `out_dir` plus `mathpipe.json`, which records where the model came
-from; evaluation metrics quote it.
+`tiny` (default) trains a byte-level BPE tokenizer on the sample corpus, builds a small Qwen3 from a
+fixed seed and pre-trains it briefly on the corpus as plain text (mathpipe/pretrain.py); `hub`
+downloads a model at a pinned revision; `local` copies a folder written by `save_pretrained`. Each
+writes `out_dir` plus `mathpipe.json`, which records where the model came from; evaluation metrics
+quote it.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from mathpipe.data import readers
 from mathpipe.errors import PipelineError
 from mathpipe.io import atomic_dir, write_json
 from mathpipe.models import ORIGIN_FILE, require_model_dir
+from mathpipe.pretrain import PretrainSettings, pretrain
 from mathpipe.tiny_model import TinyModelConfig, build_model, train_tokenizer
 
 log = logging.getLogger(__name__)
@@ -49,6 +51,7 @@ class BaseModelConfig:
     out_dir: str = "models/base"
     seed: int = 0
     tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
+    pretrain: PretrainSettings = field(default_factory=PretrainSettings)  # tiny only
     corpus_dir: str = "data/raw/sample"  # what the tiny tokenizer is trained on
     hub: HubModel | None = None
     local_path: str | None = None
@@ -75,6 +78,13 @@ def corpus_texts(corpus_dir: Path) -> Iterator[str]:
         yield row["answer"]
 
 
+def pretraining_texts(corpus_dir: Path) -> list[str]:
+    """Training problems with their reference solutions, as plain text (no chat format)."""
+    paths = readers.expand_paths("openr1/*.parquet", corpus_dir)
+    return [f"{row['problem']}\n{row['solution']}" for row in readers.iter_openr1(paths, ("problem", "solution"))
+            if row["problem"] and row["solution"]]
+
+
 def fingerprint(folder: Path) -> str:
     """Content hash of a model's weights, standing in for a revision when there is none."""
     digest = hashlib.sha256()
@@ -95,9 +105,12 @@ def build_base_model(cfg: BaseModelConfig) -> dict:
                 corpus_texts(Path(cfg.corpus_dir)), cfg.tiny.vocab_size, cfg.tiny.max_position_embeddings
             )
             model = build_model(tokenizer, cfg.tiny, cfg.seed)
+            trained = {}
+            if cfg.pretrain.epochs > 0:
+                trained = pretrain(model, tokenizer, pretraining_texts(Path(cfg.corpus_dir)), cfg.pretrain, cfg.seed)
             model.save_pretrained(out)
             tokenizer.save_pretrained(out)
-            origin = {"model_id": "tiny-qwen3", "revision": fingerprint(out)}
+            origin = {"model_id": "tiny-qwen3", "revision": fingerprint(out), **trained}
         elif cfg.source == "hub":
             _download(cfg.hub, out)
             origin = {"model_id": cfg.hub.model_id, "revision": cfg.hub.revision}

@@ -14,6 +14,7 @@ import pytest
 from mathpipe.base_model import BaseModelConfig, build_base_model
 from mathpipe.data.prepare import PrepareConfig
 from mathpipe.data.sample import SampleConfig, write_sample_data
+from mathpipe.pretrain import PretrainSettings
 from mathpipe.tiny_model import TinyModelConfig
 
 SMALL_SAMPLE = SampleConfig(n_train=200, n_gsm8k_test=20, n_cmath_test=20, n_gsm8k_train=20, shards=2)
@@ -30,7 +31,9 @@ MODEL_SEED = 0
 
 
 def tiny_base_config(out_dir: Path, corpus_dir: Path, **overrides) -> BaseModelConfig:
-    fields = {"out_dir": str(out_dir), "corpus_dir": str(corpus_dir), "tiny": TINY, "seed": MODEL_SEED}
+    # No pre-training: tests check plumbing, and a random model builds in a second.
+    fields = {"out_dir": str(out_dir), "corpus_dir": str(corpus_dir), "tiny": TINY, "seed": MODEL_SEED,
+              "pretrain": PretrainSettings(epochs=0)}
     return BaseModelConfig(**{**fields, **overrides})
 
 

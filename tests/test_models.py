@@ -188,6 +188,29 @@ def test_base_model_build_is_byte_identical(tiny_model_dir, sample_dir, tmp_path
     assert other["revision"] != summary["revision"]  # the fingerprint follows the weights
 
 
+def test_pretraining_learns_the_corpus_and_is_reproducible(tiny_model_dir, sample_dir, tmp_path):
+    """Pre-training on the corpus text lowers its loss, records its figures, and is byte-identical twice."""
+    from mathpipe.base_model import pretraining_texts
+    from mathpipe.pretrain import PretrainSettings
+
+    settings = PretrainSettings(epochs=1, batch_size=16, learning_rate=3e-3)
+    first = build_base_model(tiny_base_config(tmp_path / "a", sample_dir, pretrain=settings))
+    second = build_base_model(tiny_base_config(tmp_path / "b", sample_dir, pretrain=settings))
+    assert first["pretrain_steps"] > 0 and first["pretrain_texts"] == len(pretraining_texts(sample_dir))
+    assert (tmp_path / "a/model.safetensors").read_bytes() == (tmp_path / "b/model.safetensors").read_bytes()
+    assert first["revision"] == second["revision"] != read_origin(tiny_model_dir)["revision"]
+
+    tokenizer = load_tokenizer(tiny_model_dir)
+    batch = tokenizer(pretraining_texts(sample_dir)[:8], return_tensors="pt", padding=True)
+    labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+
+    def loss(folder):
+        with torch.no_grad():
+            return load_causal_lm(folder, device="cpu")(**batch, labels=labels).loss.item()
+
+    assert loss(tmp_path / "a") < loss(tiny_model_dir) - 1.0
+
+
 def test_base_model_from_a_local_folder(tiny_model_dir, tmp_path):
     out = tmp_path / "base"
     summary = build_base_model(BaseModelConfig(source="local", local_path=str(tiny_model_dir), out_dir=str(out)))
