@@ -64,15 +64,23 @@ class DPOStageConfig:
     checkpoint_dir: str = "checkpoints/dpo"
     live_dir: str = "dvclive/dpo"
     beta: float = 0.1
-    loss_type: str = "sigmoid"
+    # One loss or a weighted sum: [sigmoid, sft] with loss_weights [1.0, 1.0] adds the chosen answer's
+    # NLL to DPO (as in RPO / iterative reasoning preference optimisation), which keeps DPO from
+    # lowering the likelihood of correct solutions along with the rejected ones.
+    loss_type: list[str] = field(default_factory=lambda: ["sigmoid"])
+    loss_weights: list[float] | None = None
     trust_remote_code: bool = False
     lora: LoraSettings = field(default_factory=LoraSettings)
     train: TrainSettings = field(default_factory=TrainSettings)
 
     def validate(self, prefix: str) -> None:
         check_positive(self.beta, f"{prefix}.beta")
-        check(self.loss_type in DPO_LOSSES, f"{prefix}.loss_type",
-              f"unknown DPO loss '{self.loss_type}' (known: {', '.join(DPO_LOSSES)})")
+        check(bool(self.loss_type), f"{prefix}.loss_type", "must name at least one loss")
+        for i, loss in enumerate(self.loss_type):
+            check(loss in DPO_LOSSES, f"{prefix}.loss_type[{i}]", f"unknown DPO loss '{loss}' (known: {', '.join(DPO_LOSSES)})")
+        if self.loss_weights is not None:
+            check(len(self.loss_weights) == len(self.loss_type), f"{prefix}.loss_weights",
+                  f"needs one weight per loss_type entry ({len(self.loss_type)}), got {len(self.loss_weights)}")
         check(not self.train.group_by_length, f"{prefix}.train.group_by_length",
               "must be false: the Trainer can only group single sequences by length, not pairs")
         for name in ("max_train_samples", "max_val_samples"):
@@ -130,7 +138,8 @@ def run_dpo(cfg: DPOStageConfig, prefix: str = "dpo") -> dict:
     args = DPOConfig(
         **trainer_kwargs(cfg.train, Path(cfg.checkpoint_dir), device, has_eval=bool(val_rows)),
         beta=cfg.beta,
-        loss_type=[cfg.loss_type],
+        loss_type=list(cfg.loss_type),
+        loss_weights=cfg.loss_weights,
     )
     trainer = DPOTrainer(
         model=model,
@@ -162,6 +171,7 @@ def run_dpo(cfg: DPOStageConfig, prefix: str = "dpo") -> dict:
         "val_pairs": len(val_rows),
         "beta": cfg.beta,
         "loss_type": cfg.loss_type,
+        "loss_weights": cfg.loss_weights,
         "steps": trainer.state.global_step,
         "trainable_parameters": trainable,
         "total_parameters": total,

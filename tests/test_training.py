@@ -96,7 +96,9 @@ def test_lora_targets_are_checked_against_the_model(tmp_path, tiny_model_dir, pr
 
 
 @pytest.mark.parametrize(("override", "key"), [({"beta": 0}, r"dpo\.beta"), ({"beta": -0.1}, r"dpo\.beta"),
-                                               ({"loss_type": "nope"}, r"dpo\.loss_type")])
+                                               ({"loss_type": ["sigmoid", "nope"]}, r"dpo\.loss_type\[1\]"),
+                                               ({"loss_type": "sigmoid"}, r"dpo\.loss_type: expected a list"),
+                                               ({"loss_weights": [1.0, 2.0]}, r"dpo\.loss_weights")])
 def test_bad_dpo_parameters_name_their_key(override, key):
     from mathpipe.dpo import DPOStageConfig
 
@@ -291,7 +293,7 @@ def test_dpo_trains_an_adapter_on_the_policy(tmp_path, tiny_model_dir, prepared)
         "pairs": {"train_files": str(prepared / "pairs_train.jsonl"), "val_files": str(prepared / "pairs_val.jsonl")},
         "max_train_samples": 16, "max_val_samples": 3, "out_dir": str(tmp_path / "dpo"),
         "checkpoint_dir": str(tmp_path / "ckpt"), "live_dir": str(tmp_path / "live"),
-        "beta": 0.2, "lora": LORA, "train": PAIR_TRAIN,
+        "beta": 0.2, "loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, 0.5], "lora": LORA, "train": PAIR_TRAIN,
     }, "dpo")
     summary = run_dpo(cfg)
     assert (tmp_path / "dpo" / "adapter_config.json").is_file()
