@@ -25,6 +25,7 @@ from mathpipe.io import atomic_dir
 from mathpipe.training import (
     LoraSettings,
     TrainSettings,
+    count_parameters,
     dvclive_callback,
     final_losses,
     lora_config,
@@ -123,7 +124,6 @@ def run_dpo(cfg: DPOStageConfig, prefix: str = "dpo") -> dict:
     from trl import DPOConfig, DPOTrainer
 
     from mathpipe.models import default_device, load_causal_lm, load_tokenizer, read_origin, require_model_dir
-    from mathpipe.sft import count_parameters
 
     model_dir = require_model_dir(cfg.model)
     train_rows, val_rows = load_pair_splits(cfg.pairs, f"{prefix}.pairs", cfg.max_train_samples, cfg.max_val_samples)

@@ -19,12 +19,14 @@ from pathlib import Path
 
 from mathpipe import prompts
 from mathpipe.config import check, check_positive
-from mathpipe.errors import DataError
-from mathpipe.io import atomic_dir, read_jsonl
+from mathpipe.data.pairs import read_pairs
+from mathpipe.io import atomic_dir
 from mathpipe.training import (
     LoraSettings,
     TrainSettings,
+    count_parameters,
     dvclive_callback,
+    file_digest,
     final_losses,
     lora_config,
     prepare_checkpoints,
@@ -33,9 +35,6 @@ from mathpipe.training import (
 )
 
 log = logging.getLogger(__name__)
-
-PAIR_COLUMNS = ("prompt", "chosen", "rejected")
-
 
 @dataclass
 class RewardStageConfig:
@@ -62,18 +61,8 @@ class RewardStageConfig:
 
 
 def load_pairs(path: str | Path, limit: int | None = None) -> list[dict]:
-    """Conversational preference pairs {"prompt", "chosen", "rejected"} (lists of chat turns)."""
-    rows = read_jsonl(path, required=PAIR_COLUMNS)
-    if limit is not None:
-        rows = rows[:limit]
-    if not rows:
-        raise DataError(f"{path}: no preference pairs")
-    for i, row in enumerate(rows, 1):
-        for column in PAIR_COLUMNS:
-            turns = row[column]
-            if not (isinstance(turns, list) and turns and all(isinstance(t, dict) and "content" in t for t in turns)):
-                raise DataError(f"{path}:{i}: column '{column}' must be a non-empty list of chat turns")
-    return [{c: row[c] for c in PAIR_COLUMNS} for row in rows]
+    """Conversational preference pairs {"prompt", "chosen", "rejected"} (TRL's form) from one file."""
+    return read_pairs([Path(path)], "trl", limit=limit)
 
 
 class RewardScorer:
@@ -145,9 +134,7 @@ def run_reward_model(cfg: RewardStageConfig, prefix: str = "reward_model") -> di
     model.config.pad_token_id = tokenizer.pad_token_id
     peft_config = lora_config(model, cfg.lora, f"{prefix}.lora", task_type="SEQ_CLS")
 
-    from mathpipe.sft import _file_digest, count_parameters
-
-    fingerprint = run_fingerprint(cfg, read_origin(model_dir), _file_digest(cfg.train_file), _file_digest(cfg.val_file))
+    fingerprint = run_fingerprint(cfg, read_origin(model_dir), file_digest(cfg.train_file), file_digest(cfg.val_file))
     resume = prepare_checkpoints(Path(cfg.checkpoint_dir), fingerprint)
     kwargs = trainer_kwargs(cfg.train, Path(cfg.checkpoint_dir), device, has_eval=True)
     trainer = RewardTrainer(

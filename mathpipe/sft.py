@@ -17,11 +17,13 @@ from pathlib import Path
 
 from mathpipe.config import check
 from mathpipe.errors import ConfigError, DataError
-from mathpipe.io import atomic_dir, read_jsonl, write_json
+from mathpipe.io import atomic_dir, read_jsonl
 from mathpipe.training import (
     LoraSettings,
     TrainSettings,
+    count_parameters,
     dvclive_callback,
+    file_digest,
     final_losses,
     lora_config,
     prepare_checkpoints,
@@ -89,11 +91,6 @@ def training_tokenizer(model_dir: str, cfg: SFTStageConfig, prefix: str):
     return tokenizer
 
 
-def count_parameters(model) -> tuple[int, int]:
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return trainable, sum(p.numel() for p in model.parameters())
-
-
 def run_sft(cfg: SFTStageConfig, prefix: str = "sft", callbacks: list | None = None) -> dict:
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
@@ -109,7 +106,7 @@ def run_sft(cfg: SFTStageConfig, prefix: str = "sft", callbacks: list | None = N
     model.train()
     peft_config = lora_config(model, cfg.lora, f"{prefix}.lora")
 
-    fingerprint = run_fingerprint(cfg, read_origin(model_dir), _file_digest(cfg.train_file), _file_digest(cfg.val_file))
+    fingerprint = run_fingerprint(cfg, read_origin(model_dir), file_digest(cfg.train_file), file_digest(cfg.val_file))
     resume = prepare_checkpoints(Path(cfg.checkpoint_dir), fingerprint)
     args = SFTConfig(
         **trainer_kwargs(cfg.train, Path(cfg.checkpoint_dir), device, has_eval=bool(val_rows)),
@@ -137,8 +134,12 @@ def run_sft(cfg: SFTStageConfig, prefix: str = "sft", callbacks: list | None = N
     with atomic_dir(cfg.out_dir) as tmp:
         trainer.save_model(str(tmp))
         tokenizer.save_pretrained(str(tmp))
-    # TRL logs the running count of (non-padding) tokens trained on; tokens seen this run only on resume.
-    tokens = max((h.get("num_tokens", 0) for h in trainer.state.log_history if "loss" in h), default=0)
+    # TRL logs a running count of the (non-padding) tokens trained on; after a resume the history
+    # includes the steps before the interruption, which this run's seconds do not.
+    resumed_step = int(Path(resume).name.rsplit("-", 1)[-1]) if resume else 0
+    counts = [(h["step"], h["num_tokens"]) for h in trainer.state.log_history if "loss" in h and "num_tokens" in h]
+    before = max((n for step, n in counts if step <= resumed_step), default=0)
+    tokens = max((n for _, n in counts), default=0) - before
     losses = final_losses(trainer.state.log_history)
     return {
         "method": "lora" if peft_config else "full",
@@ -157,11 +158,3 @@ def run_sft(cfg: SFTStageConfig, prefix: str = "sft", callbacks: list | None = N
         "resumed_from": Path(resume).name if resume else None,
         "device": device,
     }
-
-
-def _file_digest(path: str | None) -> str | None:
-    import hashlib
-
-    if not path or not Path(path).is_file():
-        return None
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Literal
 
 from mathpipe.config import check, check_positive, check_range
-from mathpipe.errors import ConfigError
+from mathpipe.errors import ConfigError, PipelineError
 from mathpipe.io import read_json, write_json
 
 log = logging.getLogger(__name__)
@@ -157,6 +157,19 @@ def trainer_kwargs(settings: TrainSettings, checkpoint_dir: Path, device: str, h
     )
 
 
+def count_parameters(model) -> tuple[int, int]:
+    """(trainable, total) parameters."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return trainable, sum(p.numel() for p in model.parameters())
+
+
+def file_digest(path: str | Path | None) -> str | None:
+    """Short content hash of a data file (part of a run's fingerprint); None if there is none."""
+    if not path or not Path(path).is_file():
+        return None
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
 def run_fingerprint(*parts) -> str:
     """A hash of everything that makes checkpoints of one run interchangeable (config, data, model)."""
     text = json.dumps([asdict(p) if hasattr(p, "__dataclass_fields__") else p for p in parts],
@@ -197,7 +210,13 @@ def dvclive_callback(live_dir: str | Path, resume: bool):
     from dvclive import Live
     from transformers.integrations import DVCLiveCallback
 
-    live = Live(dir=str(live_dir), resume=resume, save_dvc_exp=False, dvcyaml=None, report=None)
+    try:
+        live = Live(dir=str(live_dir), resume=resume, save_dvc_exp=False, dvcyaml=None, report=None)
+    except Exception as e:  # scmrepo's SCMError is not importable by a stable path
+        if type(e).__name__ == "SCMError":  # DVCLive 3.49 reads HEAD: an empty repository fails
+            raise PipelineError(f"DVCLive could not read the git repository ({e}): commit once "
+                                "(git add -A && git commit) before running the training stages") from None
+        raise
     return DVCLiveCallback(live=live)
 
 

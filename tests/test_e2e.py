@@ -46,6 +46,8 @@ def project(tmp_path_factory) -> Path:
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / name)
     run(["git", "init", "-q"], dest)
+    run(["git", "add", "-A"], dest)  # a clone has history; DVCLive reads HEAD
+    run(["git", "-c", "user.name=e2e", "-c", "user.email=e2e@localhost", "commit", "-q", "-m", "copy"], dest)
     run(["dvc", "repro"], dest)
     return dest
 

@@ -156,7 +156,7 @@ def test_full_fine_tuning_writes_a_whole_model(tmp_path, tiny_model_dir, prepare
     assert (tmp_path / "adapter" / "model.safetensors").is_file()
 
 
-def test_an_interrupted_run_resumes_from_its_last_checkpoint(tmp_path, tiny_model_dir, prepared):
+def test_an_interrupted_run_resumes_from_its_last_checkpoint(tmp_path, tiny_model_dir, prepared, sft_run):
     from transformers import TrainerCallback
 
     from mathpipe.sft import run_sft
@@ -175,6 +175,8 @@ def test_an_interrupted_run_resumes_from_its_last_checkpoint(tmp_path, tiny_mode
     summary = run_sft(cfg)
     assert summary["resumed_from"] == "checkpoint-2"
     assert summary["steps"] == 4
+    # Throughput counts only the tokens of the steps this run trained (3 and 4), not 1 and 2 again.
+    assert 0 < summary["train_tokens"] < sft_run[1]["train_tokens"]
     assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
 
 
@@ -319,3 +321,14 @@ def test_missing_pair_files_are_named(tmp_path):
     src = from_dict(PairSource, {"train_files": str(tmp_path / "none*.jsonl")}, "dpo.pairs")
     with pytest.raises(DataError, match=r"dpo\.pairs\.train_files"):
         load_pair_splits(src, "dpo.pairs", None, None)
+
+
+def test_dvclive_in_an_empty_git_repository_is_a_clear_error(tmp_path, monkeypatch):
+    import subprocess
+
+    from mathpipe.training import dvclive_callback
+
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(PipelineError, match="commit once"):
+        dvclive_callback(tmp_path / "live", resume=False)
