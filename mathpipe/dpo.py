@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mathpipe import prompts
+from mathpipe import prompts, training
 from mathpipe.config import check, check_positive, check_range
 from mathpipe.data import pairs as pair_formats
 from mathpipe.data import readers
@@ -25,6 +25,8 @@ from mathpipe.io import atomic_dir
 from mathpipe.training import (
     LoraSettings,
     TrainSettings,
+    clear_checkpoints,
+    code_digest,
     count_parameters,
     dvclive_callback,
     final_losses,
@@ -78,7 +80,8 @@ class DPOStageConfig:
         check_positive(self.beta, f"{prefix}.beta")
         check(bool(self.loss_type), f"{prefix}.loss_type", "must name at least one loss")
         for i, loss in enumerate(self.loss_type):
-            check(loss in DPO_LOSSES, f"{prefix}.loss_type[{i}]", f"unknown DPO loss '{loss}' (known: {', '.join(DPO_LOSSES)})")
+            check(loss in DPO_LOSSES, f"{prefix}.loss_type[{i}]",
+                  f"unknown DPO loss '{loss}' (known: {', '.join(DPO_LOSSES)})")
         if self.loss_weights is not None:
             check(len(self.loss_weights) == len(self.loss_type), f"{prefix}.loss_weights",
                   f"needs one weight per loss_type entry ({len(self.loss_type)}), got {len(self.loss_weights)}")
@@ -133,7 +136,8 @@ def run_dpo(cfg: DPOStageConfig, prefix: str = "dpo") -> dict:
     model.train()
     peft_config = lora_config(model, cfg.lora, f"{prefix}.lora")
 
-    fingerprint = run_fingerprint(cfg, read_origin(model_dir), train_rows, val_rows)
+    code = code_digest(__file__, training.__file__)
+    fingerprint = run_fingerprint(cfg, code, read_origin(model_dir), train_rows, val_rows)
     resume = prepare_checkpoints(Path(cfg.checkpoint_dir), fingerprint)
     args = DPOConfig(
         **trainer_kwargs(cfg.train, Path(cfg.checkpoint_dir), device, has_eval=bool(val_rows)),
@@ -163,6 +167,7 @@ def run_dpo(cfg: DPOStageConfig, prefix: str = "dpo") -> dict:
     with atomic_dir(cfg.out_dir) as tmp:
         trainer.save_model(str(tmp))
         tokenizer.save_pretrained(str(tmp))
+    clear_checkpoints(Path(cfg.checkpoint_dir))
     losses = final_losses(trainer.state.log_history)
     return {
         "method": "lora" if peft_config else "full",

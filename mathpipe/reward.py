@@ -17,13 +17,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mathpipe import prompts
+from mathpipe import prompts, training
 from mathpipe.config import check, check_positive
 from mathpipe.data.pairs import read_pairs
 from mathpipe.io import atomic_dir
 from mathpipe.training import (
     LoraSettings,
     TrainSettings,
+    clear_checkpoints,
+    code_digest,
     count_parameters,
     dvclive_callback,
     file_digest,
@@ -134,7 +136,9 @@ def run_reward_model(cfg: RewardStageConfig, prefix: str = "reward_model") -> di
     model.config.pad_token_id = tokenizer.pad_token_id
     peft_config = lora_config(model, cfg.lora, f"{prefix}.lora", task_type="SEQ_CLS")
 
-    fingerprint = run_fingerprint(cfg, read_origin(model_dir), file_digest(cfg.train_file), file_digest(cfg.val_file))
+    code = code_digest(__file__, training.__file__)
+    data = (file_digest(cfg.train_file), file_digest(cfg.val_file))
+    fingerprint = run_fingerprint(cfg, code, read_origin(model_dir), data)
     resume = prepare_checkpoints(Path(cfg.checkpoint_dir), fingerprint)
     kwargs = trainer_kwargs(cfg.train, Path(cfg.checkpoint_dir), device, has_eval=True)
     trainer = RewardTrainer(
@@ -164,6 +168,7 @@ def run_reward_model(cfg: RewardStageConfig, prefix: str = "reward_model") -> di
                               trust_remote_code=cfg.trust_remote_code, device=device)
         chosen = scorer.score([r["prompt"] for r in val_rows], [r["chosen"] for r in val_rows])
         rejected = scorer.score([r["prompt"] for r in val_rows], [r["rejected"] for r in val_rows])
+    clear_checkpoints(Path(cfg.checkpoint_dir))
     held_out = pairwise_metrics(chosen, rejected)
     losses = final_losses(trainer.state.log_history)
     return {

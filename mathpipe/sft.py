@@ -18,9 +18,12 @@ from pathlib import Path
 from mathpipe.config import check
 from mathpipe.errors import ConfigError, DataError
 from mathpipe.io import atomic_dir, read_jsonl
+from mathpipe import training
 from mathpipe.training import (
     LoraSettings,
     TrainSettings,
+    clear_checkpoints,
+    code_digest,
     count_parameters,
     dvclive_callback,
     file_digest,
@@ -106,7 +109,9 @@ def run_sft(cfg: SFTStageConfig, prefix: str = "sft", callbacks: list | None = N
     model.train()
     peft_config = lora_config(model, cfg.lora, f"{prefix}.lora")
 
-    fingerprint = run_fingerprint(cfg, read_origin(model_dir), file_digest(cfg.train_file), file_digest(cfg.val_file))
+    code = code_digest(__file__, training.__file__)
+    data = (file_digest(cfg.train_file), file_digest(cfg.val_file))
+    fingerprint = run_fingerprint(cfg, code, read_origin(model_dir), data)
     resume = prepare_checkpoints(Path(cfg.checkpoint_dir), fingerprint)
     args = SFTConfig(
         **trainer_kwargs(cfg.train, Path(cfg.checkpoint_dir), device, has_eval=bool(val_rows)),
@@ -134,6 +139,7 @@ def run_sft(cfg: SFTStageConfig, prefix: str = "sft", callbacks: list | None = N
     with atomic_dir(cfg.out_dir) as tmp:
         trainer.save_model(str(tmp))
         tokenizer.save_pretrained(str(tmp))
+    clear_checkpoints(Path(cfg.checkpoint_dir))
     # TRL logs a running count of the (non-padding) tokens trained on; after a resume the history
     # includes the steps before the interruption, which this run's seconds do not.
     resumed_step = int(Path(resume).name.rsplit("-", 1)[-1]) if resume else 0

@@ -202,6 +202,25 @@ def prepare_checkpoints(checkpoint_dir: Path, fingerprint: str) -> str | None:
     return None
 
 
+def clear_checkpoints(checkpoint_dir: Path) -> None:
+    """After a finished run: checkpoints only serve to resume an interrupted one.
+
+    Keeping them would make a later re-run (say, after a code change) "resume" at the last step
+    and skip training; for a real model they are also gigabytes. The stamp file stays.
+    """
+    for path in Path(checkpoint_dir).glob("checkpoint-*"):
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def code_digest(*source_files: str | Path) -> str:
+    """Hash of source files: part of a run's fingerprint, so checkpoints written by other training
+    code are not resumed."""
+    digest = hashlib.sha256()
+    for path in source_files:
+        digest.update(Path(path).read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def dvclive_callback(live_dir: str | Path, resume: bool):
     """transformers' DVCLiveCallback writing to `live_dir` (one folder per stage, declared as plots).
 

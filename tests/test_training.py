@@ -178,6 +178,8 @@ def test_an_interrupted_run_resumes_from_its_last_checkpoint(tmp_path, tiny_mode
     # Throughput counts only the tokens of the steps this run trained (3 and 4), not 1 and 2 again.
     assert 0 < summary["train_tokens"] < sft_run[1]["train_tokens"]
     assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
+    # A finished run leaves no checkpoint: a later re-run trains again instead of "resuming" at the end.
+    assert not list((tmp_path / "checkpoints").glob("checkpoint-*"))
 
 
 def test_checkpoints_of_another_configuration_are_not_resumed(tmp_path):
