@@ -118,7 +118,8 @@ def build_base_model(cfg: BaseModelConfig) -> dict:
             shutil.copytree(cfg.local_path, out, dirs_exist_ok=True)
             origin = {"model_id": str(cfg.local_path), "revision": fingerprint(out)}
         summary = {"source": cfg.source, **origin, **describe(out, cfg.trust_remote_code)}
-        write_json(out / ORIGIN_FILE, summary)
+        # The folder's record leaves out wall-clock time, so the same build hashes the same for DVC.
+        write_json(out / ORIGIN_FILE, {k: v for k, v in summary.items() if not k.endswith("_seconds")})
     return summary
 
 

@@ -119,7 +119,7 @@ def pairwise_metrics(chosen: list[float], rejected: list[float]) -> dict:
 
 def run_reward_model(cfg: RewardStageConfig, prefix: str = "reward_model") -> dict:
     from datasets import Dataset
-    from transformers import AutoModelForSequenceClassification
+    from transformers import AutoModelForSequenceClassification, set_seed
     from trl import RewardConfig, RewardTrainer
 
     from mathpipe.models import default_device, load_tokenizer, read_origin, require_model_dir, resolve_dtype
@@ -129,6 +129,8 @@ def run_reward_model(cfg: RewardStageConfig, prefix: str = "reward_model") -> di
     val_rows = load_pairs(cfg.val_file, cfg.max_val_samples)
     tokenizer = load_tokenizer(model_dir, trust_remote_code=cfg.trust_remote_code, padding_side="right")
     device = default_device()
+    # The one-logit head is new and randomly initialised here, before the Trainer seeds anything.
+    set_seed(cfg.train.seed)
     model = AutoModelForSequenceClassification.from_pretrained(
         model_dir, num_labels=1, dtype=resolve_dtype(cfg.train.dtype, device), use_safetensors=True,
         trust_remote_code=cfg.trust_remote_code,
