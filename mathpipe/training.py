@@ -206,10 +206,12 @@ def clear_checkpoints(checkpoint_dir: Path) -> None:
     """After a finished run: checkpoints only serve to resume an interrupted one.
 
     Keeping them would make a later re-run (say, after a code change) "resume" at the last step
-    and skip training; for a real model they are also gigabytes. The stamp file stays.
+    and skip training; for a real model they are also gigabytes. The stamp goes too, so every
+    finished run leaves the same (empty) folder and DVC sees no change in this output.
     """
     for path in Path(checkpoint_dir).glob("checkpoint-*"):
         shutil.rmtree(path, ignore_errors=True)
+    (Path(checkpoint_dir) / FINGERPRINT_FILE).unlink(missing_ok=True)
 
 
 def code_digest(*source_files: str | Path) -> str:
