@@ -13,7 +13,7 @@ from typing import Literal
 
 from mathpipe import answers, prompts
 from mathpipe.config import check, check_positive
-from mathpipe.generation import GenerationSettings, Generator
+from mathpipe.generation import EngineSettings, GenerationSettings, Generator
 
 
 @dataclass
@@ -25,16 +25,12 @@ class EvaluateConfig:
     predictions_dir: str = "data/predictions"
     metrics_dir: str = "metrics/eval"
     template: str = prompts.DEFAULT_TEMPLATE
-    backend: Literal["transformers"] = "transformers"
-    dtype: str = "auto"
-    batch_size: int = 64
     max_samples: int | None = None
-    trust_remote_code: bool = False
+    engine: EngineSettings = field(default_factory=EngineSettings)
     generation: GenerationSettings = field(default_factory=GenerationSettings)
 
     def validate(self, prefix: str) -> None:
         check(bool(self.models), f"{prefix}.models", "must name at least one model")
-        check_positive(self.batch_size, f"{prefix}.batch_size")
         if self.max_samples is not None:
             check_positive(self.max_samples, f"{prefix}.max_samples")
         check(self.generation.n == 1, f"{prefix}.generation.n", "evaluation scores one completion per question")

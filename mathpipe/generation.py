@@ -1,11 +1,13 @@
 """The one generation interface. Every stage that samples text calls `Generator.generate`.
 
-    gen = TransformersGenerator("models/sft")
+    gen = make_generator("models/sft", EngineSettings(backend="auto"))   # vLLM if usable, else transformers
     outs = gen.generate(prompts, GenerationSettings(max_new_tokens=256, n=4, temperature=0.8, seed=0))
     outs[i][j].text   # j-th completion of prompt i, stop strings and EOS removed
+    gen.close()       # frees the engine's memory (vLLM reserves most of the GPU)
 
 Prompts are already rendered with the chat template (`mathpipe.prompts.render_prompt`) and are
-tokenized without adding special tokens, so every backend sees the same token ids.
+tokenized here, without adding special tokens, so every backend sees the same token ids. Two
+backends: `transformers` (`model.generate`, below) and `vllm` (`mathpipe.vllm_generator`).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from tqdm import tqdm
 
 from mathpipe.config import check, check_positive, check_range
 from mathpipe.errors import PipelineError
-from mathpipe.models import default_device, load_causal_lm, load_tokenizer
+from mathpipe.models import DTYPES, default_device, load_causal_lm, load_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,32 @@ class GenerationSettings:
               "greedy decoding (temperature 0) gives one completion per prompt; set temperature > 0")
 
 
+@dataclass
+class EngineSettings:
+    """How a model is served; the same section in every stage that generates."""
+
+    backend: Literal["auto", "vllm", "transformers"] = "auto"  # auto: vLLM when installed and usable
+    dtype: str = "auto"  # auto: bfloat16 on CUDA, float32 on CPU
+    batch_size: int = 64  # transformers: prompts per generate call (vLLM schedules its own batches)
+    max_model_len: int | None = None  # vllm: null means the model's max_position_embeddings
+    kv_cache_gib: float = 1.0  # vllm on CPU: KV cache space
+    gpu_memory_utilization: float = 0.85  # vllm on CUDA: share of GPU memory for weights + KV cache
+    tensor_parallel_size: int = 1  # vllm: GPUs one model is split across
+    enforce_eager: bool | None = None  # vllm: null means eager on CPU, CUDA graphs on GPU
+    trust_remote_code: bool = False
+
+    def validate(self, prefix: str) -> None:
+        check_positive(self.batch_size, f"{prefix}.batch_size")
+        if self.max_model_len is not None:
+            check_positive(self.max_model_len, f"{prefix}.max_model_len")
+        check_positive(self.kv_cache_gib, f"{prefix}.kv_cache_gib")
+        check(0 < self.gpu_memory_utilization <= 1, f"{prefix}.gpu_memory_utilization",
+              f"must be in (0, 1], got {self.gpu_memory_utilization}")
+        check_positive(self.tensor_parallel_size, f"{prefix}.tensor_parallel_size")
+        check(self.dtype == "auto" or self.dtype in DTYPES, f"{prefix}.dtype",
+              f"must be auto or one of {', '.join(DTYPES)}, got {self.dtype!r}")
+
+
 @dataclass(frozen=True)
 class Completion:
     text: str
@@ -52,14 +80,48 @@ class Completion:
 class Generator(Protocol):
     name: str
     tokenizer: object
+    max_length: int | None
 
     def generate(self, prompts: list[str], settings: GenerationSettings) -> list[list[Completion]]: ...
+
+    def close(self) -> None: ...
 
 
 def truncate_at_stop(text: str, stop: list[str]) -> tuple[str, bool]:
     """Cut `text` at the earliest stop string; True if one was found."""
     cut = min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=-1)
     return (text[:cut], True) if cut >= 0 else (text, False)
+
+
+def encode_prompts(tokenizer, prompts: list[str], max_length: int | None) -> list[list[int]]:
+    """Token ids of each prompt, with a clear error for an empty set, an empty or too long prompt."""
+    if not prompts:
+        raise PipelineError("no prompts to generate from (the prompt set is empty)")
+    ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
+    for i, row in enumerate(ids):
+        if not row:
+            raise PipelineError(f"prompt {i} is empty")
+        if max_length and len(row) >= max_length:
+            raise PipelineError(
+                f"prompt {i} has {len(row)} tokens and the model's maximum length is {max_length}: "
+                f"no room left to generate; shorten the prompt or filter long prompts out"
+            )
+    return ids
+
+
+def decode_completion(tokenizer, tokens: list[int], eos_ids: set[int], stop: list[str],
+                      special_tokens: list[str]) -> Completion:
+    """New tokens -> Completion, the same way for every backend: cut at the first EOS, decode with the
+    special tokens kept (so a stop string that is one, <|im_start|>, is found), cut at the first stop
+    string, then drop the special tokens left before the cut."""
+    end = next((k for k, t in enumerate(tokens) if t in eos_ids), None)
+    if end is not None:
+        tokens = tokens[:end]
+    text, stopped = truncate_at_stop(tokenizer.decode(tokens, skip_special_tokens=False), stop)
+    for special in special_tokens:
+        text = text.replace(special, "")
+    finished = end is not None or stopped
+    return Completion(text=text, num_tokens=len(tokens), finish_reason="stop" if finished else "length")
 
 
 class TransformersGenerator:
@@ -69,6 +131,7 @@ class TransformersGenerator:
 
     def __init__(self, model_path: str, dtype: str = "auto", device: str | None = None,
                  batch_size: int = 32, trust_remote_code: bool = False):
+        log.info("generation backend: transformers (%s)", model_path)
         self.device = device or default_device()
         self.tokenizer = load_tokenizer(model_path, trust_remote_code=trust_remote_code)
         self.model = load_causal_lm(model_path, dtype=dtype, device=self.device, trust_remote_code=trust_remote_code)
@@ -80,18 +143,12 @@ class TransformersGenerator:
         self.special_tokens = [t for t in self.tokenizer.all_special_tokens if t]
 
     def encode(self, prompts: list[str]) -> list[list[int]]:
-        if not prompts:
-            raise PipelineError("no prompts to generate from (the prompt set is empty)")
-        ids = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
-        for i, row in enumerate(ids):
-            if not row:
-                raise PipelineError(f"prompt {i} is empty")
-            if self.max_length and len(row) >= self.max_length:
-                raise PipelineError(
-                    f"prompt {i} has {len(row)} tokens, more than the model's maximum length "
-                    f"{self.max_length}; shorten it or filter long prompts out"
-                )
-        return ids
+        return encode_prompts(self.tokenizer, prompts, self.max_length)
+
+    def close(self) -> None:
+        self.model = None
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
     @torch.inference_mode()
     def generate(self, prompts: list[str], settings: GenerationSettings) -> list[list[Completion]]:
@@ -113,7 +170,8 @@ class TransformersGenerator:
         max_new = s.max_new_tokens
         if self.max_length:
             max_new = min(max_new, self.max_length - width)
-        sampling = {"do_sample": True, "temperature": s.temperature, "top_p": s.top_p} if s.temperature > 0 else {
+        # top_k 0: sample from the whole (top-p) distribution, as vLLM does, not generation_config's top 50.
+        sampling = {"do_sample": True, "temperature": s.temperature, "top_p": s.top_p, "top_k": 0} if s.temperature > 0 else {
             "do_sample": False, "temperature": None, "top_p": None, "top_k": None}
         out = self.model.generate(
             input_ids=input_ids,
@@ -131,19 +189,22 @@ class TransformersGenerator:
         return [[self._completion(tokens, s) for tokens in group] for group in grouped]
 
     def _completion(self, tokens: list[int], s: GenerationSettings) -> Completion:
-        end = next((k for k, t in enumerate(tokens) if t in self.eos_ids), None)
-        if end is not None:
-            tokens = tokens[:end]
-        # Decode with special tokens kept so a stop string that is one (<|im_start|>) is found, then
-        # drop the special tokens left before the cut.
-        text, stopped = truncate_at_stop(self.tokenizer.decode(tokens, skip_special_tokens=False), s.stop)
-        for special in self.special_tokens:
-            text = text.replace(special, "")
-        finished = end is not None or stopped
-        return Completion(text=text, num_tokens=len(tokens), finish_reason="stop" if finished else "length")
+        return decode_completion(self.tokenizer, tokens, self.eos_ids, s.stop, self.special_tokens)
 
 
-def make_generator(backend: str, model_path: str, **kwargs) -> Generator:
-    if backend == "transformers":
-        return TransformersGenerator(model_path, **kwargs)
-    raise PipelineError(f"unknown generation backend '{backend}' (known: transformers)")
+def make_generator(model_path: str, engine: EngineSettings) -> Generator:
+    """The backend `engine.backend` names; `auto` takes vLLM when it is usable here and logs why not."""
+    backend = engine.backend
+    if backend not in ("auto", "vllm", "transformers"):
+        raise PipelineError(f"unknown generation backend '{backend}' (known: auto, vllm, transformers)")
+    if backend in ("auto", "vllm"):
+        from mathpipe import vllm_generator
+
+        reason = vllm_generator.unavailable_reason(model_path)
+        if reason is None:
+            return vllm_generator.VLLMGenerator(model_path, engine)
+        if backend == "vllm":
+            raise PipelineError(f"generation backend 'vllm' cannot run here: {reason}")
+        log.info("backend auto: using transformers because %s", reason)
+    return TransformersGenerator(model_path, dtype=engine.dtype, batch_size=engine.batch_size,
+                                 trust_remote_code=engine.trust_remote_code)

@@ -40,9 +40,11 @@ def main() -> None:
     if cfg.max_samples is not None:
         rows = rows[: cfg.max_samples]
 
-    generator = make_generator(cfg.backend, str(model_dir), dtype=cfg.dtype, batch_size=cfg.batch_size,
-                               trust_remote_code=cfg.trust_remote_code)
-    result = evaluate(generator, rows, cfg.generation, cfg.template)
+    generator = make_generator(str(model_dir), cfg.engine)
+    try:
+        result = evaluate(generator, rows, cfg.generation, cfg.template)
+    finally:
+        generator.close()
     origin = read_origin(model_dir)
     result.metrics["config"] = {
         "model": args.model,

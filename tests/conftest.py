@@ -54,6 +54,39 @@ def tiny_model_dir(tmp_path_factory, sample_dir) -> Path:
 
 
 @pytest.fixture(scope="session")
+def pretrained_model_dir(tmp_path_factory, sample_dir) -> Path:
+    """The tiny model pre-trained for 2 epochs on the sample's problems and solutions (a few seconds):
+    like the default base model, it writes text that depends on the prompt, with confident logits."""
+    out = tmp_path_factory.mktemp("models") / "pretrained"
+    build_base_model(tiny_base_config(out, sample_dir, pretrain=PretrainSettings(epochs=2, batch_size=16)))
+    return out
+
+
+@pytest.fixture(scope="session")
+def varied_model_dir(tiny_model_dir, tmp_path_factory) -> Path:
+    """The tiny base model with its weights re-drawn at a larger scale.
+
+    At the default initialisation a random model just repeats the last prompt token ("\\n\\n\\n..."),
+    so any two runs agree trivially; larger weights make the output depend on the whole prompt, which
+    is what the parity tests need.
+    """
+    import torch
+
+    from mathpipe.models import load_causal_lm
+
+    out = tmp_path_factory.mktemp("gen") / "model"
+    shutil.copytree(tiny_model_dir, out)
+    model = load_causal_lm(out, device="cpu")
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() == 2:
+                p.copy_(torch.randn(p.shape, generator=generator) * (1.0 if "embed" in name else 0.3))
+    model.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
 def tiny_tokenizer(tiny_model_dir):
     from mathpipe.models import load_tokenizer
 

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 
 import pytest
-import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -17,35 +15,20 @@ from mathpipe.errors import PipelineError
 from mathpipe.evaluation import evaluate, wilson_interval
 from mathpipe.generation import (
     Completion,
+    EngineSettings,
     GenerationSettings,
     TransformersGenerator,
     make_generator,
     truncate_at_stop,
 )
-from mathpipe.models import load_causal_lm
 from mathpipe.tiny_model import IM_START
 
 N_PROMPTS = 12
 
 
 @pytest.fixture(scope="module")
-def model_dir(tiny_model_dir, tmp_path_factory):
-    """The tiny base model with its weights re-drawn at a larger scale.
-
-    At the default initialisation (std 0.02, tied embeddings) a random model just repeats the last
-    prompt token ("\\n\\n\\n..."), so any two runs agree trivially; larger weights make the output
-    depend on the whole prompt, which is what the parity tests need.
-    """
-    out = tmp_path_factory.mktemp("gen") / "model"
-    shutil.copytree(tiny_model_dir, out)
-    model = load_causal_lm(out, device="cpu")
-    generator = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if p.dim() == 2:
-                p.copy_(torch.randn(p.shape, generator=generator) * (1.0 if "embed" in name else 0.3))
-    model.save_pretrained(out)
-    return out
+def model_dir(varied_model_dir):
+    return varied_model_dir
 
 
 @pytest.fixture(scope="module")
@@ -180,13 +163,36 @@ def test_prompt_longer_than_the_model_maximum(gen, rendered):
     too_long = prompts.render_prompt(gen.tokenizer, "1 " * 1200)
     n = len(gen.tokenizer(too_long, add_special_tokens=False)["input_ids"])
     assert n > gen.max_length == 1024
-    with pytest.raises(PipelineError, match=rf"prompt 1 has {n} tokens, more than the model's maximum length 1024"):
+    with pytest.raises(PipelineError, match=rf"prompt 1 has {n} tokens and the model's maximum length is 1024"):
         gen.generate([rendered[0], too_long], GenerationSettings())
 
 
 def test_unknown_backend(model_dir):
     with pytest.raises(PipelineError, match="unknown generation backend 'tgi'"):
-        make_generator("tgi", str(model_dir))
+        make_generator(str(model_dir), EngineSettings(backend="tgi"))
+
+
+def test_engine_settings_are_checked():
+    from mathpipe.config import from_dict
+    from mathpipe.errors import ConfigError
+
+    for raw, key in [({"backend": "tgi"}, "engine.backend"), ({"kv_cache_gib": 0}, "engine.kv_cache_gib"),
+                     ({"gpu_memory_utilization": 1.5}, "engine.gpu_memory_utilization"),
+                     ({"tensor_parallel_size": 0}, "engine.tensor_parallel_size"), ({"dtype": "fp8"}, "engine.dtype")]:
+        with pytest.raises(ConfigError, match=rf"^{key}:"):
+            from_dict(EngineSettings, raw, "engine")
+
+
+def test_auto_falls_back_to_transformers_and_says_why(model_dir, monkeypatch, caplog):
+    from mathpipe import vllm_generator
+
+    monkeypatch.setattr(vllm_generator, "unavailable_reason", lambda path: "vllm is not installed")
+    with caplog.at_level("INFO", logger="mathpipe.generation"):
+        gen = make_generator(str(model_dir), EngineSettings(backend="auto"))
+    assert gen.name == "transformers"
+    assert "using transformers because vllm is not installed" in caplog.text
+    with pytest.raises(PipelineError, match="backend 'vllm' cannot run here: vllm is not installed"):
+        make_generator(str(model_dir), EngineSettings(backend="vllm"))
 
 
 def test_missing_model(tmp_path):

