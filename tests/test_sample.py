@@ -130,14 +130,27 @@ def test_flags_agree_with_boxed_answers(data):
         ]
 
 
-def test_wrong_traces_contain_a_slip_and_right_traces_none(data):
+def test_wrong_traces_contain_one_kind_of_mistake_and_right_traces_none(data):
     _, _, rows = data
+    slips = reading_errors = 0
     for r in rows:
+        reference = [tuple(e) for e in EQ.findall(r["solution"])]
         for g, complete, correct in zip(r["generations"], r["is_reasoning_complete"], r["correctness_math_verify"]):
-            if complete:
-                holds = equations_hold(g.split("</think>")[0])
-                assert holds and all(holds) == correct, g
-                assert EQ.findall(g)[-1][3] == BOXED.findall(g)[-1]
+            if not complete:
+                continue
+            think = g.split("</think>")[0]
+            holds = equations_hold(think)
+            assert EQ.findall(g)[-1][3] == BOXED.findall(g)[-1]
+            if correct:
+                assert holds and all(holds), g
+                assert [tuple(e) for e in EQ.findall(think)][: len(reference)] == reference, g
+            elif not all(holds):
+                slips += 1  # a miscomputed result
+            else:
+                reading_errors += 1  # right arithmetic on a misread number, a wrong operation or an extra step
+                steps = "\n".join(line for line in think.splitlines() if "double-check" not in line and "检查" not in line)
+                assert [tuple(e) for e in EQ.findall(steps)] != reference, g
+    assert slips > 0 and reading_errors > slips  # three of the four kinds of mistake are reading errors
 
 
 def test_trace_mix_gives_preference_pairs(data):

@@ -37,7 +37,7 @@ from mathpipe.io import atomic_dir, write_jsonl
 
 OPERAND_MIN = 2                   # the smallest number a problem states
 GROUP_START_P = 0.25              # share of problems opening with "a bags of b each" (a first * step)
-INCOMPLETE_P, WRONG_P = 0.05, 0.32  # per trace: truncated (no </think>), or one arithmetic slip
+INCOMPLETE_P, WRONG_P = 0.05, 0.32  # per trace: truncated (no </think>), or one mistake (MISTAKES)
 DUPLICATE_P = 0.01                # rows repeating an earlier problem text under a new uuid
 LLAMA_P, FINISH_REASONS_P = 0.12, 0.6  # rows where the nullable columns are filled
 UUID_NS = uuid.UUID("6b1f0a52-3c1e-5d7a-9d43-8f2a4c1e9b70")
@@ -252,26 +252,76 @@ def gsm8k_answer(rng: random.Random, p: Problem) -> str:
     return "\n".join(_step_lines(rng, p, p.steps, key="gsm8k") + [f"#### {p.answer}"])
 
 
+def _carry(steps, i: int, changed: tuple) -> list | None:
+    """`steps` with step i replaced by `changed` and every later step recomputed from it (the same
+    operations and operands), or None when a later result stops being a non-negative integer."""
+    wrong = list(steps[:i]) + [changed]
+    for op, _, b, _ in steps[i + 1:]:
+        c = _apply(op, wrong[-1][3], b)
+        if c is None:
+            return None
+        wrong.append((op, wrong[-1][3], b, c))
+    return wrong
+
+
 def _slip(rng: random.Random, steps) -> list | None:
-    """The same chain with one result miscomputed and the error carried through the later steps."""
+    """One result miscomputed (off by 1, 2 or 10), the error carried through the later steps."""
     for i in rng.sample(range(len(steps)), len(steps)):
         for d in rng.sample([1, -1, 2, -2, 10, -10], 6):
-            wrong = list(steps[:i]) + [(*steps[i][:3], steps[i][3] + d)]
-            for op, _, b, _ in steps[i + 1:]:
-                c = _apply(op, wrong[-1][3], b)
-                if c is None:
-                    break
-                wrong.append((op, wrong[-1][3], b, c))
-            if len(wrong) == len(steps) and wrong[i][3] >= 0:
+            op, a, b, c = steps[i]
+            if c + d >= 0 and (wrong := _carry(steps, i, (op, a, b, c + d))):
                 return wrong
     return None
 
 
+def _misread(rng: random.Random, steps) -> list | None:
+    """One number taken wrongly from the question (a nearby value), the arithmetic right from there."""
+    for i in rng.sample(range(len(steps)), len(steps)):
+        op, a, b, _ = steps[i]
+        for d in rng.sample([1, -1, 2, -2, 3, -3], 6):
+            c = _apply(op, a, b + d) if b + d >= 2 else None
+            if c is not None and (wrong := _carry(steps, i, (op, a, b + d, c))):
+                return wrong
+    return None
+
+
+def _wrong_operation(rng: random.Random, steps) -> list | None:
+    """One step done with the wrong operation (adding instead of multiplying, ...), computed right."""
+    for i in rng.sample(range(len(steps)), len(steps)):
+        op, a, b, _ = steps[i]
+        for other in rng.sample([o for o in "+-*/" if o != op], 3):
+            c = _apply(other, a, b)
+            if c is not None and (wrong := _carry(steps, i, (other, a, b, c))):
+                return wrong
+    return None
+
+
+def _extra_step(rng: random.Random, steps) -> list | None:
+    """The last step applied twice, as if the question said it twice."""
+    op, _, b, c = steps[-1]
+    again = _apply(op, c, b)
+    return list(steps) + [(op, c, b, again)] if again is not None else None
+
+
+# How a "wrong" trace goes wrong. Real R1 traces fail in all of these ways; the verifier sees only the
+# final answer, a reward model has to spot the step (against the question, or in the arithmetic).
+MISTAKES = (_slip, _misread, _wrong_operation, _extra_step)
+
+
+def wrong_steps(rng: random.Random, steps) -> list | None:
+    """A plausible wrong chain with a different final answer, or None if none is found."""
+    for mistake in rng.sample(MISTAKES, len(MISTAKES)):
+        wrong = mistake(rng, steps)
+        if wrong is not None and wrong[-1][3] != steps[-1][3]:
+            return wrong
+    return None
+
+
 def trace(rng: random.Random, p: Problem, kind: str) -> tuple[str, bool, int | None]:
-    """One R1-style generation: kind "right", "wrong" (one slip) or "incomplete" (cut off).
+    """One R1-style generation: kind "right", "wrong" (one mistake) or "incomplete" (cut off).
     Returns (text, is_reasoning_complete, boxed answer or None)."""
     t = TEMPLATES[p.lang]
-    steps = (_slip(rng, p.steps) or p.steps) if kind == "wrong" else p.steps
+    steps = (wrong_steps(rng, p.steps) or p.steps) if kind == "wrong" else p.steps
     ans = steps[-1][3]
     lines = [rng.choice(t["intro"]).format(**p.slots)] + _begin(p) + _step_lines(rng, p, steps)
     if rng.random() < 0.6:
