@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tqdm import tqdm
+
 from mathpipe import prompts, training
 from mathpipe.config import check, check_positive
 from mathpipe.data.pairs import read_pairs
@@ -94,13 +96,16 @@ class RewardScorer:
 
     def score(self, prompt_list: list, responses: list) -> list[float]:
         texts = [self.render(p, r) for p, r in zip(prompt_list, responses, strict=True)]
-        scores: list[float] = []
-        for start in range(0, len(texts), self.batch_size):
-            batch = self.tokenizer(texts[start:start + self.batch_size], return_tensors="pt", padding=True,
-                                   add_special_tokens=False).to(self.device)
+        ids = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))  # similar lengths share a batch: less padding
+        scores = [0.0] * len(ids)
+        batches = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        for batch in tqdm(batches, desc="reward scores", unit="batch", leave=False, disable=len(batches) < 2):
+            inputs = self.tokenizer.pad({"input_ids": [ids[i] for i in batch]}, return_tensors="pt").to(self.device)
             with self._torch.no_grad():
-                logits = self.model(**batch).logits[:, 0]
-            scores.extend(logits.float().tolist())
+                logits = self.model(**inputs).logits[:, 0]
+            for i, value in zip(batch, logits.float().tolist()):
+                scores[i] = value
         return scores
 
 

@@ -19,6 +19,7 @@ from mathpipe.errors import ConfigError, PipelineError
 from mathpipe.generation import GenerationSettings
 from mathpipe.tiny_model import TinyModelConfig
 from mathpipe.evaluation import EvaluateConfig
+from mathpipe.rejection import RejectionConfig
 
 REPO = Path(__file__).resolve().parents[1]
 PARAMS = REPO / "params.yaml"
@@ -26,6 +27,7 @@ SECTIONS = {
     "sample": SampleConfig,
     "base_model": BaseModelConfig,
     "prepare": PrepareConfig,
+    "rejection_sampling": RejectionConfig,
     "evaluate": EvaluateConfig,
 }
 

