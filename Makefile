@@ -15,11 +15,12 @@ STAMP := $(VENV)/.setup-$(VLLM_FLAVOUR)-$(shell cat $(REQUIREMENTS) | sha256sum 
 DVC := $(BIN)/dvc
 REV ?= HEAD
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
 export PATH := $(abspath $(BIN)):$(PATH)
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help setup run test metrics diff plots status lock clean distclean
+.PHONY: help setup run test bench metrics diff plots status lock clean distclean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -46,6 +47,9 @@ run: setup  ## reproduce the whole pipeline (dvc repro)
 
 test: setup  ## run the test suite
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: run  ## vLLM vs transformers generation throughput -> metrics/bench/generation.json (not part of dvc repro)
+	$(BIN)/python -m benchmarks.generation $(BENCH_ARGS)
 
 metrics: setup  ## show the metrics of the workspace
 	$(DVC) metrics show
