@@ -20,7 +20,7 @@ BENCH_ARGS ?=
 export PATH := $(abspath $(BIN)):$(PATH)
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help setup run test bench metrics diff plots status lock clean distclean
+.PHONY: help setup run test bench bench-generation bench-cache metrics diff plots status lock clean distclean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -48,8 +48,13 @@ run: setup  ## reproduce the whole pipeline (dvc repro)
 test: setup  ## run the test suite
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-bench: run  ## vLLM vs transformers generation throughput -> metrics/bench/generation.json (not part of dvc repro)
+bench: bench-generation bench-cache  ## both benchmarks below (not part of dvc repro)
+
+bench-generation: run  ## vLLM vs transformers generation throughput -> metrics/bench/generation.json
 	$(BIN)/python -m benchmarks.generation $(BENCH_ARGS)
+
+bench-cache: setup  ## DVC cache on a 1 GB checkpoint, copy vs links -> metrics/bench/dvc_cache.json
+	$(BIN)/python -m benchmarks.dvc_cache $(BENCH_ARGS)
 
 metrics: setup  ## show the metrics of the workspace
 	$(DVC) metrics show
