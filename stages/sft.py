@@ -2,7 +2,7 @@
 
     python -m stages.sft      # params: sft.*   output: models/sft_adapter/, metrics/sft.json
 
-Trainer checkpoints live in checkpoints/sft (a persist: true output): re-running after an
+Trainer checkpoints live in checkpoints/sft (git-ignored, not a DVC output): re-running after an
 interruption resumes from the last one. Loss curves go to dvclive/sft (dvc plots show).
 """
 
