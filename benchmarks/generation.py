@@ -13,9 +13,9 @@ transformers median. Engine start-up is reported apart; it is not in the through
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
-import math
 import platform
 import shutil
 import statistics
@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from mathpipe import prompts
+from mathpipe.base_model import count_saved_parameters
 from mathpipe.cli import run_stage
 from mathpipe.generation import EngineSettings, GenerationSettings, make_generator
 from mathpipe.io import read_jsonl, write_json
@@ -66,13 +67,13 @@ def bench_model(model_dir: str, rendered_questions: list[str], settings: Generat
                                                                  batch_size=batch_size))
         startup[backend] = round(time.perf_counter() - start, 2)
     rendered = [prompts.render_prompt(gens["vllm"].tokenizer, q) for q in rendered_questions]
-    warm = GenerationSettings(**{**settings.__dict__, "max_new_tokens": 8})
+    warm = dataclasses.replace(settings, max_new_tokens=8)
     runs: dict[str, list[dict]] = {b: [] for b in gens}
     for backend, gen in gens.items():
         gen.generate(rendered[:4], warm)
     for r in range(repeats):
         for backend, gen in gens.items():
-            run = time_backend(gen, rendered, GenerationSettings(**{**settings.__dict__, "seed": settings.seed + r}))
+            run = time_backend(gen, rendered, dataclasses.replace(settings, seed=settings.seed + r))
             runs[backend].append(run)
             log.info("%s repeat %d/%d %s: %.1f samples/s, %.0f output tokens/s", model_dir, r + 1, repeats, backend,
                      run["samples_per_second"], run["output_tokens_per_second"])
@@ -95,16 +96,6 @@ def bench_model(model_dir: str, rendered_questions: list[str], settings: Generat
     return result
 
 
-def count_parameters(model_dir: str) -> int:
-    from safetensors import safe_open
-
-    total = 0
-    for f in Path(model_dir).glob("*.safetensors"):
-        with safe_open(str(f), "pt") as weights:
-            total += sum(math.prod(weights.get_slice(k).get_shape()) for k in weights.keys())
-    return total
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="models/sft", help="the default model (a folder from the pipeline)")
@@ -125,11 +116,11 @@ def main() -> None:
     report = {
         "machine": {"platform": platform.platform(), "cpus": torch.get_num_threads(),
                     "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
-        "settings": {**settings.__dict__, "repeats": args.repeats, "dtype": "float32"},
+        "settings": {**dataclasses.asdict(settings), "repeats": args.repeats, "dtype": "float32"},
         "models": [],
     }
     default = bench_model(args.model, questions[: args.prompts], settings, args.repeats, args.batch_size)
-    default.update(parameters=count_parameters(args.model), prompts=args.prompts)
+    default.update(parameters=count_saved_parameters(Path(args.model)), prompts=args.prompts)
     report["models"].append(default)
     if not args.no_larger:
         tmp = Path(tempfile.mkdtemp(prefix="bench-larger-"))
@@ -137,7 +128,7 @@ def main() -> None:
             larger_dir = str(build_larger_model(args.model, tmp / "larger"))
             larger = bench_model(larger_dir, questions[: args.larger_prompts], settings, args.repeats, args.batch_size)
             larger.update(model=f"random Qwen3 {LARGER.num_hidden_layers}x{LARGER.hidden_size}",
-                          parameters=count_parameters(larger_dir), prompts=args.larger_prompts)
+                          parameters=count_saved_parameters(Path(larger_dir)), prompts=args.larger_prompts)
             report["models"].append(larger)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -148,12 +148,13 @@ def describe(folder: Path, trust_remote_code: bool = False) -> dict:
         "layers": text.num_hidden_layers,
         "hidden_size": text.hidden_size,
         "vocab_size": len(tokenizer),
-        "parameters": _count_parameters(folder),
+        "parameters": count_saved_parameters(folder),
         "tie_word_embeddings": bool(getattr(text, "tie_word_embeddings", False)),
     }
 
 
-def _count_parameters(folder: Path) -> int:
+def count_saved_parameters(folder: Path) -> int:
+    """Parameters stored in a model folder's safetensors files (a tied embedding counts once)."""
     from safetensors import safe_open
 
     total = 0

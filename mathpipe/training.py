@@ -206,8 +206,8 @@ def clear_checkpoints(checkpoint_dir: Path) -> None:
     """After a finished run: checkpoints only serve to resume an interrupted one.
 
     Keeping them would make a later re-run (say, after a code change) "resume" at the last step
-    and skip training; for a real model they are also gigabytes. The stamp goes too, so every
-    finished run leaves the same (empty) folder and DVC sees no change in this output.
+    and skip training; for a real model they are also gigabytes. The stamp goes too: only an
+    interrupted run leaves one.
     """
     for path in Path(checkpoint_dir).glob("checkpoint-*"):
         shutil.rmtree(path, ignore_errors=True)
