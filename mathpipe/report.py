@@ -1,0 +1,149 @@
+"""The results report: every model on every benchmark in one table, with the training stages' figures.
+
+    table = accuracy_table(models, benchmarks, "metrics/eval")    # rows: model, benchmark, accuracy, ...
+    stages = stage_figures(cfg.stage_metrics)                     # reward model, rejection sampling, DPO
+    text = render_markdown(table, stages)
+    curves = read_loss_curves(cfg.curves)                         # DVCLive's loss TSVs
+
+Everything is read from the metrics files the stages committed; nothing is recomputed here. A missing
+file or key stops with an error naming it.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mathpipe.config import check, check_positive
+from mathpipe.errors import DataError
+from mathpipe.io import read_json, require_file
+
+# What the report shows of each stage's metrics file: (label, dotted key, format).
+STAGE_FIGURES: dict[str, list[tuple[str, str, str]]] = {
+    "sft": [
+        ("train records", "train_records", "d"),
+        ("final train loss", "train_loss", ".3f"),
+        ("eval loss", "eval_loss", ".3f"),
+        ("tokens per second", "tokens_per_second", ",.0f"),
+    ],
+    "reward_model": [
+        ("held-out pairs", "held_out.pairs", "d"),
+        ("held-out pairwise accuracy", "held_out.accuracy", ".3f"),
+        ("mean margin (chosen - rejected)", "held_out.mean_margin", ".3f"),
+    ],
+    "rejection_sampling": [
+        ("prompts x samples", "prompts|samples_per_prompt", "x"),
+        ("pass@1", "pass_at_1", ".3f"),
+        ("pass@n", "pass_at_n", ".3f"),
+        ("reward-selected sample correct", "reward_selected_accuracy", ".3f"),
+        ("reward AUC (within a prompt)", "reward_auc_within_prompt", ".3f"),
+        ("preference pairs (train / held out)", "pairs_train|pairs_val", "/"),
+    ],
+    "dpo": [
+        ("train pairs", "train_pairs", "d"),
+        ("held-out reward accuracy", "held_out.reward_accuracy", ".3f"),
+        ("held-out reward margin", "held_out.reward_margin", ".3f"),
+    ],
+}
+
+
+@dataclass
+class ReportConfig:
+    stage_metrics: dict[str, str] = field(default_factory=dict)  # stage name (a STAGE_FIGURES key) -> file
+    curves: dict[str, str] = field(default_factory=dict)  # stage name -> DVCLive folder
+    attention_figures: list[str] = field(default_factory=list)  # compare/png stems copied next to the report
+    table_markdown: str = "metrics/report.md"
+    table_json: str = "metrics/report.json"
+    plots_dir: str = "plots/report"
+    dpi: int = 100
+
+    def validate(self, prefix: str) -> None:
+        for name in self.stage_metrics:
+            check(name in STAGE_FIGURES, f"{prefix}.stage_metrics.{name}",
+                  f"unknown stage (known: {', '.join(STAGE_FIGURES)})")
+        check_positive(self.dpi, f"{prefix}.dpi")
+
+
+def accuracy_table(models: list[str], benchmarks: list[str], metrics_dir: str | Path) -> list[dict]:
+    rows = []
+    for model in models:
+        for benchmark in benchmarks:
+            path = require_file(Path(metrics_dir) / model / f"{benchmark}.json", "evaluation metrics")
+            metrics = read_json(path)
+            missing = [k for k in ("accuracy", "n", "correct", "ci95_low", "ci95_high") if k not in metrics]
+            if missing:
+                raise DataError(f"{path}: missing key(s) {', '.join(missing)}")
+            rows.append({"model": model, "benchmark": benchmark,
+                         **{k: metrics[k] for k in ("accuracy", "ci95_low", "ci95_high", "correct", "n")}})
+    return rows
+
+
+def _lookup(metrics: dict, dotted: str, path: Path):
+    value = metrics
+    for part in dotted.split("."):
+        if not isinstance(value, dict) or part not in value:
+            raise DataError(f"{path}: missing key '{dotted}'")
+        value = value[part]
+    return value
+
+
+def stage_figures(stage_metrics: dict[str, str]) -> dict[str, list[dict]]:
+    """{stage: [{"figure", "value", "text"}]} for each stage file named in params."""
+    figures = {}
+    for stage, file in stage_metrics.items():
+        path = require_file(file, f"{stage} metrics")
+        metrics = read_json(path)
+        rows = []
+        for label, keys, fmt in STAGE_FIGURES[stage]:
+            values = [_lookup(metrics, k, path) for k in keys.split("|")]
+            if fmt in ("x", "/"):
+                text = f" {fmt} ".join(f"{v:,}" for v in values)
+                value = values
+            else:
+                value = values[0]
+                text = format(value, fmt)
+            rows.append({"figure": label, "value": value, "text": text})
+        figures[stage] = rows
+    return figures
+
+
+def render_markdown(table: list[dict], stages: dict[str, list[dict]]) -> str:
+    lines = [
+        "| model | benchmark | accuracy | 95% interval | correct / n |",
+        "|---|---|---:|---|---:|",
+    ]
+    for r in table:
+        lines.append(f"| {r['model']} | {r['benchmark']} | {r['accuracy']:.1%} | "
+                     f"{r['ci95_low']:.1%} - {r['ci95_high']:.1%} | {r['correct']} / {r['n']} |")
+    for stage, rows in stages.items():
+        lines += ["", f"**{stage}**", "", "| figure | value |", "|---|---:|"]
+        lines += [f"| {r['figure']} | {r['text']} |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _read_series(path: Path, column: str) -> list[tuple[float, float]]:
+    with path.open(encoding="utf-8", newline="") as f:
+        reader = csv.DictReader(f, delimiter="\t")
+        if reader.fieldnames is None or "step" not in reader.fieldnames or column not in reader.fieldnames:
+            raise DataError(f"{path}: expected the columns 'step' and '{column}' (a DVCLive plot file)")
+        return [(float(row["step"]), float(row[column])) for row in reader]
+
+
+def read_loss_curves(curves: dict[str, str]) -> dict[str, dict[str, list[tuple[float, float]]]]:
+    """{stage: {"train": [(epoch, loss)], "eval": [...]}} from each DVCLive folder.
+
+    DVCLive's `step` counts log calls (train and eval logs share it); its epoch.tsv maps each step to
+    the trainer's fractional epoch, a common x axis for train and eval points.
+    """
+    out = {}
+    for stage, folder in curves.items():
+        base = Path(folder) / "plots" / "metrics"
+        epochs = dict(_read_series(require_file(base / "epoch.tsv", f"{stage} epochs (DVCLive)"), "epoch"))
+        files = {"train": require_file(base / "loss.tsv", f"{stage} training curve"), "eval": base / "eval" / "loss.tsv"}
+        series = {}
+        for name, path in files.items():
+            if path.is_file():
+                series[name] = [(epochs.get(step, step), loss) for step, loss in _read_series(path, "loss")]
+        out[stage] = series
+    return out

@@ -1,0 +1,116 @@
+"""The results report: the table from the committed metrics files, and clear errors when one is missing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mathpipe import plotting
+from mathpipe.config import from_dict
+from mathpipe.errors import ConfigError, DataError
+from mathpipe.evaluation import wilson_interval
+from mathpipe.report import ReportConfig, accuracy_table, read_loss_curves, render_markdown, stage_figures
+
+
+def write_eval(root: Path, model: str, benchmark: str, correct: int, n: int = 200) -> None:
+    path = root / model / f"{benchmark}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    low, high = wilson_interval(correct, n)
+    path.write_text(json.dumps({"accuracy": correct / n, "n": n, "correct": correct, "ci95_low": low,
+                                "ci95_high": high, "config": {"model": model}}))
+
+
+@pytest.fixture
+def eval_dir(tmp_path) -> Path:
+    root = tmp_path / "eval"
+    for model, scores in {"base": (13, 11), "sft": (84, 56)}.items():
+        for benchmark, correct in zip(("gsm8k", "cmath"), scores):
+            write_eval(root, model, benchmark, correct)
+    return root
+
+
+def test_the_table_has_every_model_on_every_benchmark_in_order(eval_dir):
+    table = accuracy_table(["base", "sft"], ["gsm8k", "cmath"], eval_dir)
+    assert [(r["model"], r["benchmark"], r["correct"]) for r in table] == [
+        ("base", "gsm8k", 13), ("base", "cmath", 11), ("sft", "gsm8k", 84), ("sft", "cmath", 56)]
+    markdown = render_markdown(table, {})
+    assert "| sft | gsm8k | 42.0% | 35.4% - 48.9% | 84 / 200 |" in markdown
+    assert len([line for line in markdown.splitlines() if line.startswith("| ")]) == 1 + 4  # header + rows
+
+
+def test_a_missing_evaluation_is_named(eval_dir):
+    with pytest.raises(DataError, match=r"evaluation metrics not found: .*eval/dpo/gsm8k.json"):
+        accuracy_table(["base", "dpo"], ["gsm8k"], eval_dir)
+
+
+def test_an_evaluation_without_its_interval_is_named(eval_dir):
+    path = eval_dir / "base" / "gsm8k.json"
+    path.write_text(json.dumps({"accuracy": 0.5, "n": 2, "correct": 1}))
+    with pytest.raises(DataError, match=r"base/gsm8k.json: missing key\(s\) ci95_low, ci95_high"):
+        accuracy_table(["base"], ["gsm8k"], eval_dir)
+
+
+def test_stage_figures_read_nested_keys_and_format_them(tmp_path):
+    reward = tmp_path / "reward.json"
+    reward.write_text(json.dumps({"held_out": {"pairs": 170, "accuracy": 0.70588, "mean_margin": 0.288}}))
+    sampling = tmp_path / "rs.json"
+    sampling.write_text(json.dumps({"prompts": 600, "samples_per_prompt": 8, "pass_at_1": 0.332,
+                                    "pass_at_n": 0.672, "reward_selected_accuracy": 0.335,
+                                    "reward_auc_within_prompt": 0.557, "pairs_train": 683, "pairs_val": 38}))
+    figures = stage_figures({"reward_model": str(reward), "rejection_sampling": str(sampling)})
+    assert figures["reward_model"][1] == {"figure": "held-out pairwise accuracy", "value": 0.70588, "text": "0.706"}
+    texts = {r["figure"]: r["text"] for r in figures["rejection_sampling"]}
+    assert texts["prompts x samples"] == "600 x 8" and texts["preference pairs (train / held out)"] == "683 / 38"
+    markdown = render_markdown([], figures)
+    assert "**reward_model**" in markdown and "| held-out pairwise accuracy | 0.706 |" in markdown
+
+
+def test_a_stage_file_without_a_figure_is_named(tmp_path):
+    reward = tmp_path / "reward.json"
+    reward.write_text(json.dumps({"held_out": {"pairs": 170}}))
+    with pytest.raises(DataError, match=r"reward.json: missing key 'held_out.accuracy'"):
+        stage_figures({"reward_model": str(reward)})
+
+
+def test_an_unknown_stage_in_params_is_refused():
+    with pytest.raises(ConfigError, match=r"report.stage_metrics.ppo: unknown stage"):
+        from_dict(ReportConfig, {"stage_metrics": {"ppo": "metrics/ppo.json"}}, "report")
+
+
+def write_tsv(path: Path, column: str, rows: list[tuple]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"step\t{column}\n" + "".join(f"{s}\t{v}\n" for s, v in rows))
+
+
+def test_loss_curves_are_put_on_the_epoch_axis(tmp_path):
+    base = tmp_path / "dvclive/sft/plots/metrics"
+    write_tsv(base / "epoch.tsv", "epoch", [(0, 0.5), (1, 1.0), (2, 1.0)])
+    write_tsv(base / "loss.tsv", "loss", [(0, 2.0), (1, 1.0)])
+    write_tsv(base / "eval/loss.tsv", "loss", [(2, 1.5)])
+    curves = read_loss_curves({"sft": str(tmp_path / "dvclive/sft")})
+    assert curves == {"sft": {"train": [(0.5, 2.0), (1.0, 1.0)], "eval": [(1.0, 1.5)]}}
+    plotting.setup()
+    fig = plotting.training_curves(curves)
+    assert fig.axes[0].get_xlabel() == "epoch" and len(fig.axes[0].get_lines()) == 2
+
+
+def test_a_loss_file_of_the_wrong_shape_is_named(tmp_path):
+    base = tmp_path / "live/plots/metrics"
+    write_tsv(base / "epoch.tsv", "epoch", [(0, 1.0)])
+    write_tsv(base / "loss.tsv", "accuracy", [(0, 1.0)])
+    with pytest.raises(DataError, match=r"loss.tsv: expected the columns 'step' and 'loss'"):
+        read_loss_curves({"sft": str(tmp_path / "live")})
+
+
+def test_the_accuracy_chart_has_one_bar_per_model_and_benchmark_with_intervals(eval_dir):
+    table = accuracy_table(["base", "sft"], ["gsm8k", "cmath"], eval_dir)
+    plotting.setup()
+    fig = plotting.accuracy_chart(table)
+    ax = fig.axes[0]
+    heights = sorted(round(p.get_height(), 1) for p in ax.patches)
+    assert heights == [5.5, 6.5, 28.0, 42.0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["gsm8k", "cmath"]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["base", "sft"]
+    assert "95% Wilson interval" in ax.get_title() and "n = 200" in ax.get_title()
