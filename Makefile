@@ -14,13 +14,14 @@ REQUIREMENTS := requirements.txt requirements-torch.txt requirements-dev.txt \
 STAMP := $(VENV)/.setup-$(VLLM_FLAVOUR)-$(shell cat $(REQUIREMENTS) | sha256sum | cut -c1-16)
 DVC := $(BIN)/dvc
 REV ?= HEAD
+REPORT_DIR ?= dvc_plots
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
 export PATH := $(abspath $(BIN)):$(PATH)
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help setup run test bench bench-generation bench-cache metrics diff plots status lock clean distclean
+.PHONY: help setup run test bench bench-generation bench-cache metrics diff plots report status lock clean distclean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -63,8 +64,14 @@ diff: setup  ## compare metrics and params with a git revision: make diff REV=HE
 	$(DVC) metrics diff $(REV)
 	$(DVC) params diff $(REV)
 
-plots: setup  ## render the DVC plots to an HTML page
-	$(DVC) plots show
+plots: setup  ## render the DVC plots of the workspace to an HTML page
+	$(DVC) plots show -o $(REPORT_DIR)
+
+report: run  ## bring the pipeline up to date, print the results table, render every plot to one HTML page
+	@$(DVC) plots show -o $(REPORT_DIR) > /dev/null
+	@cat metrics/report.md
+	@echo
+	@echo "report: $(abspath $(REPORT_DIR))/index.html"
 
 status: setup  ## which stages are out of date
 	$(DVC) status
@@ -77,7 +84,7 @@ lock: setup  ## re-pin every package of the CPU environment into requirements-cp
 	} > requirements-cpu.lock.new && mv requirements-cpu.lock.new requirements-cpu.lock
 
 clean:  ## remove pipeline outputs from the workspace (the DVC cache keeps them: `dvc checkout` restores)
-	rm -rf data models plots/attention
+	rm -rf data models plots/attention $(REPORT_DIR)
 
 distclean: clean  ## also remove .venv and the DVC cache
 	rm -rf $(VENV) .dvc/cache .dvc/tmp

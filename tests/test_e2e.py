@@ -73,6 +73,37 @@ def test_every_stage_writes_its_outputs(project):
         assert (project / "data/rejection" / name).stat().st_size > 0, name
 
 
+def test_attention_maps_and_report_are_drawn(project):
+    params = yaml.safe_load((project / "params.yaml").read_text())["attention"]
+    stems = [f"{p}_{layer}" for p in params["prompts"] for layer in params["layers"]]
+    for model in ("base", "sft", "dpo"):
+        for stem in stems:
+            png = project / f"plots/attention/{model}/png/{stem}.png"
+            assert png.read_bytes()[:4] == b"\x89PNG", png
+            assert (project / f"plots/attention/{model}/svg/{stem}.svg").stat().st_size > 0
+        record = json.loads((project / f"data/attention/{model}/cmath.json").read_text())
+        assert any("小明" in label for label in record["labels"])  # Chinese labels decoded whole
+    for name in ("gsm8k_last", "cmath_last"):
+        assert (project / f"plots/attention/compare/png/{name}.png").is_file()
+        assert (project / f"plots/report/png/attention_{name}.png").is_file()
+    report = json.loads((project / "metrics/report.json").read_text())
+    assert [(r["model"], r["benchmark"]) for r in report["accuracy"]] == [
+        (m, b) for m in ("base", "sft", "dpo") for b in ("gsm8k", "cmath")]
+    sft = json.loads((project / "metrics/eval/sft/gsm8k.json").read_text())
+    assert report["accuracy"][2]["accuracy"] == sft["accuracy"]
+    assert "| sft | gsm8k |" in (project / "metrics/report.md").read_text()
+    for name in ("accuracy", "training_curves"):
+        assert (project / f"plots/report/png/{name}.png").is_file() and (project / f"plots/report/svg/{name}.svg").is_file()
+
+
+def test_plots_show_renders_maps_chart_and_curves_in_one_page(project, tmp_path):
+    run(["dvc", "plots", "show", "-o", str(tmp_path / "html")], project)
+    page = (tmp_path / "html/index.html").read_text()
+    for needle in ("plots_attention_sft_png_gsm8k_last.png", "plots_attention_compare_png_cmath_last.png",
+                   "plots_report_png_accuracy.png", "dvclive/sft/plots/metrics/loss.tsv"):
+        assert needle in page, needle
+
+
 def test_training_figures_are_recorded(project):
     sft = json.loads((project / "metrics/sft.json").read_text())
     assert sft["method"] == "lora" and sft["steps"] > 0 and sft["tokens_per_second"] > 0
@@ -128,5 +159,19 @@ def test_changing_an_evaluation_param_reruns_only_evaluation(project):
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     out = run(["dvc", "repro"], project)
     ran = sorted(line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage"))
-    assert ran == sorted(f"evaluate@{m}-{b}" for m in ("base", "sft", "dpo") for b in ("gsm8k", "cmath"))
+    evaluations = [f"evaluate@{m}-{b}" for m in ("base", "sft", "dpo") for b in ("gsm8k", "cmath")]
+    assert ran == sorted([*evaluations, "report"])  # the report reads the evaluations' metrics
     assert json.loads((project / "metrics/eval/base/gsm8k.json").read_text())["n"] == 10
+
+
+def test_an_experiment_shows_changed_curves_and_images_beside_the_committed_run(project, tmp_path):
+    run(["git", "add", "-A"], project)
+    run(["git", "-c", "user.name=e2e", "-c", "user.email=e2e@localhost", "commit", "-q", "-m", "run"], project)
+    run(["dvc", "exp", "run", "-S", "dpo.beta=0.5"], project)
+    out = run(["dvc", "plots", "diff", "HEAD", "--json", "-o", str(tmp_path / "diff")], project)
+    data = json.loads(out[out.index("{"):])["data"]
+    image = data["plots/attention/dpo/png/gsm8k_last.png"]
+    assert {rev for entry in image for rev in entry["revisions"]} == {"HEAD", "workspace"}
+    assert len({Path(entry["url"]).read_bytes() for entry in image}) == 2  # the DPO model changed
+    curve = data["dvclive/dpo/plots/metrics/loss.tsv"][0]
+    assert set(curve["revisions"]) == {"HEAD", "workspace"}
