@@ -21,17 +21,15 @@ from mathpipe.data import pairs as pair_formats
 from mathpipe.data import readers
 from mathpipe.data.prepare import HubFiles, _download, is_validation
 from mathpipe.errors import DataError
-from mathpipe.io import atomic_dir
+from mathpipe.launch import LaunchSettings
 from mathpipe.training import (
     LoraSettings,
     TrainSettings,
     clear_checkpoints,
     code_digest,
     count_parameters,
-    dvclive_callback,
     final_losses,
     lora_config,
-    prepare_checkpoints,
     run_fingerprint,
     trainer_kwargs,
 )
@@ -75,6 +73,7 @@ class DPOStageConfig:
     trust_remote_code: bool = False
     lora: LoraSettings = field(default_factory=LoraSettings)
     train: TrainSettings = field(default_factory=TrainSettings)
+    launch: LaunchSettings = field(default_factory=LaunchSettings)  # processes: accelerate launch
 
     def validate(self, prefix: str) -> None:
         check_positive(self.beta, f"{prefix}.beta")
@@ -126,19 +125,19 @@ def run_dpo(cfg: DPOStageConfig, prefix: str = "dpo") -> dict:
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
-    from mathpipe.models import default_device, load_causal_lm, load_tokenizer, read_origin, require_model_dir
+    from mathpipe.models import load_causal_lm, load_tokenizer, read_origin, require_model_dir
 
     model_dir = require_model_dir(cfg.model)
     train_rows, val_rows = load_pair_splits(cfg.pairs, f"{prefix}.pairs", cfg.max_train_samples, cfg.max_val_samples)
     tokenizer = load_tokenizer(model_dir, trust_remote_code=cfg.trust_remote_code, padding_side="right")
-    device = default_device()
+    device = training.training_device()
     model = load_causal_lm(model_dir, dtype=cfg.train.dtype, device=device, trust_remote_code=cfg.trust_remote_code)
     model.train()
     peft_config = lora_config(model, cfg.lora, f"{prefix}.lora")
 
     code = code_digest(__file__, training.__file__)
     fingerprint = run_fingerprint(cfg, code, read_origin(model_dir), train_rows, val_rows)
-    resume = prepare_checkpoints(Path(cfg.checkpoint_dir), fingerprint)
+    resume = training.prepare_checkpoints_everywhere(Path(cfg.checkpoint_dir), fingerprint)
     args = DPOConfig(
         **trainer_kwargs(cfg.train, Path(cfg.checkpoint_dir), device, has_eval=bool(val_rows)),
         beta=cfg.beta,
@@ -153,7 +152,7 @@ def run_dpo(cfg: DPOStageConfig, prefix: str = "dpo") -> dict:
         eval_dataset=Dataset.from_list(val_rows) if val_rows else None,
         processing_class=tokenizer,
         peft_config=peft_config,
-        callbacks=[dvclive_callback(cfg.live_dir, resume=resume is not None)],
+        callbacks=training.training_callbacks(cfg.live_dir, resume=resume is not None),
     )
     trainable, total = count_parameters(trainer.model)
     log.info("DPO on %d pairs (%d held out), %d of %d parameters trained, beta %g, loss %s",
@@ -164,10 +163,9 @@ def run_dpo(cfg: DPOStageConfig, prefix: str = "dpo") -> dict:
     held_out = trainer.evaluate() if val_rows else {}
 
     tokenizer.padding_side = "left"
-    with atomic_dir(cfg.out_dir) as tmp:
-        trainer.save_model(str(tmp))
-        tokenizer.save_pretrained(str(tmp))
-    clear_checkpoints(Path(cfg.checkpoint_dir))
+    training.save_trained(trainer, tokenizer, cfg.out_dir)
+    if training.is_main_process():
+        clear_checkpoints(Path(cfg.checkpoint_dir))
     losses = final_losses(trainer.state.log_history)
     return {
         "method": "lora" if peft_config else "full",
@@ -182,6 +180,7 @@ def run_dpo(cfg: DPOStageConfig, prefix: str = "dpo") -> dict:
         "total_parameters": total,
         "train_seconds": round(seconds, 2),
         "train_loss": losses["train_loss"],
+        "processes": training.distributed_state().num_processes,
         "resumed_from": Path(resume).name if resume else None,
         "held_out": {
             "reward_accuracy": held_out.get("eval_rewards/accuracies"),

@@ -23,17 +23,16 @@ from mathpipe import prompts, training
 from mathpipe.config import check, check_positive
 from mathpipe.data.pairs import read_pairs
 from mathpipe.io import atomic_dir
+from mathpipe.launch import LaunchSettings
 from mathpipe.training import (
     LoraSettings,
     TrainSettings,
     clear_checkpoints,
     code_digest,
     count_parameters,
-    dvclive_callback,
     file_digest,
     final_losses,
     lora_config,
-    prepare_checkpoints,
     run_fingerprint,
     trainer_kwargs,
 )
@@ -54,6 +53,7 @@ class RewardStageConfig:
     score_batch_size: int = 32
     lora: LoraSettings = field(default_factory=LoraSettings)
     train: TrainSettings = field(default_factory=TrainSettings)
+    launch: LaunchSettings = field(default_factory=LaunchSettings)  # processes: accelerate launch
 
     def validate(self, prefix: str) -> None:
         check(not self.train.group_by_length, f"{prefix}.train.group_by_length",
@@ -127,13 +127,13 @@ def run_reward_model(cfg: RewardStageConfig, prefix: str = "reward_model") -> di
     from transformers import AutoModelForSequenceClassification, set_seed
     from trl import RewardConfig, RewardTrainer
 
-    from mathpipe.models import default_device, load_tokenizer, read_origin, require_model_dir, resolve_dtype
+    from mathpipe.models import load_tokenizer, read_origin, require_model_dir, resolve_dtype
 
     model_dir = require_model_dir(cfg.model)
     train_rows = load_pairs(cfg.train_file, cfg.max_train_samples)
     val_rows = load_pairs(cfg.val_file, cfg.max_val_samples)
     tokenizer = load_tokenizer(model_dir, trust_remote_code=cfg.trust_remote_code, padding_side="right")
-    device = default_device()
+    device = training.training_device()
     # The one-logit head is new and randomly initialised here, before the Trainer seeds anything.
     set_seed(cfg.train.seed)
     model = AutoModelForSequenceClassification.from_pretrained(
@@ -146,7 +146,7 @@ def run_reward_model(cfg: RewardStageConfig, prefix: str = "reward_model") -> di
     code = code_digest(__file__, training.__file__)
     data = (file_digest(cfg.train_file), file_digest(cfg.val_file))
     fingerprint = run_fingerprint(cfg, code, read_origin(model_dir), data)
-    resume = prepare_checkpoints(Path(cfg.checkpoint_dir), fingerprint)
+    resume = training.prepare_checkpoints_everywhere(Path(cfg.checkpoint_dir), fingerprint)
     kwargs = trainer_kwargs(cfg.train, Path(cfg.checkpoint_dir), device, has_eval=True)
     trainer = RewardTrainer(
         model=model,
@@ -155,7 +155,7 @@ def run_reward_model(cfg: RewardStageConfig, prefix: str = "reward_model") -> di
         eval_dataset=Dataset.from_list(val_rows),
         processing_class=tokenizer,
         peft_config=peft_config,
-        callbacks=[dvclive_callback(cfg.live_dir, resume=resume is not None)],
+        callbacks=training.training_callbacks(cfg.live_dir, resume=resume is not None),
     )
     trainable, total = count_parameters(trainer.model)
     log.info("training %d of %d parameters (%s) on %d pairs", trainable, total,
@@ -164,6 +164,11 @@ def run_reward_model(cfg: RewardStageConfig, prefix: str = "reward_model") -> di
     trainer.train(resume_from_checkpoint=resume)
     seconds = time.perf_counter() - started
 
+    losses = final_losses(trainer.state.log_history)
+    state = training.distributed_state()
+    state.wait_for_everyone()
+    if not state.is_main_process:  # DDP: every process holds the same weights; the main one writes them
+        return {"processes": state.num_processes}
     trained = trainer.model
     if peft_config is not None:
         trained = trained.merge_and_unload()
@@ -177,7 +182,6 @@ def run_reward_model(cfg: RewardStageConfig, prefix: str = "reward_model") -> di
         rejected = scorer.score([r["prompt"] for r in val_rows], [r["rejected"] for r in val_rows])
     clear_checkpoints(Path(cfg.checkpoint_dir))
     held_out = pairwise_metrics(chosen, rejected)
-    losses = final_losses(trainer.state.log_history)
     return {
         "method": "lora" if peft_config else "full",
         "backbone": str(model_dir),
@@ -188,6 +192,7 @@ def run_reward_model(cfg: RewardStageConfig, prefix: str = "reward_model") -> di
         "train_seconds": round(seconds, 2),
         "train_loss": losses["train_loss"],
         "eval_loss": losses["eval_loss"],
+        "processes": state.num_processes,
         "resumed_from": Path(resume).name if resume else None,
         "held_out": held_out,
     }

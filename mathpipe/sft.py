@@ -17,19 +17,18 @@ from pathlib import Path
 
 from mathpipe.config import check
 from mathpipe.errors import ConfigError, DataError
-from mathpipe.io import atomic_dir, read_jsonl
+from mathpipe.io import read_jsonl
 from mathpipe import training
+from mathpipe.launch import LaunchSettings
 from mathpipe.training import (
     LoraSettings,
     TrainSettings,
     clear_checkpoints,
     code_digest,
     count_parameters,
-    dvclive_callback,
     file_digest,
     final_losses,
     lora_config,
-    prepare_checkpoints,
     run_fingerprint,
     trainer_kwargs,
 )
@@ -50,10 +49,11 @@ class SFTStageConfig:
     out_dir: str = "models/sft_adapter"
     checkpoint_dir: str = "checkpoints/sft"
     live_dir: str = "dvclive/sft"
-    chat_template: str | None = None  # a jinja file with {% generation %} markers, if the model's lacks them
+    chat_template: str | None = None  # a jinja file with {% generation %} markers, or trl:<file>, if the model's lacks them
     trust_remote_code: bool = False
     lora: LoraSettings = field(default_factory=LoraSettings)
     train: TrainSettings = field(default_factory=TrainSettings)
+    launch: LaunchSettings = field(default_factory=LaunchSettings)  # processes: accelerate launch
 
     def validate(self, prefix: str) -> None:
         for name in ("max_train_samples", "max_val_samples"):
@@ -75,21 +75,31 @@ def load_messages(path: str | Path, limit: int | None) -> list[dict]:
     return [{"messages": row["messages"]} for row in rows]
 
 
+def chat_template_file(name: str, key: str) -> Path:
+    """A jinja file, or `trl:<file>` for one of the templates TRL ships (trl/chat_templates/)."""
+    if name.startswith("trl:"):
+        import trl
+
+        path = Path(trl.__file__).parent / "chat_templates" / name.removeprefix("trl:")
+    else:
+        path = Path(name)
+    if not path.is_file():
+        raise ConfigError(f"{key}: file not found: {path}")
+    return path
+
+
 def training_tokenizer(model_dir: str, cfg: SFTStageConfig, prefix: str):
     """The model's tokenizer, padded on the right for training, with a template that marks targets."""
     from mathpipe.models import load_tokenizer
 
     tokenizer = load_tokenizer(model_dir, trust_remote_code=cfg.trust_remote_code, padding_side="right")
     if cfg.chat_template is not None:
-        path = Path(cfg.chat_template)
-        if not path.is_file():
-            raise ConfigError(f"{prefix}.chat_template: file not found: {path}")
-        tokenizer.chat_template = path.read_text(encoding="utf-8")
+        tokenizer.chat_template = chat_template_file(cfg.chat_template, f"{prefix}.chat_template").read_text(encoding="utf-8")
     if not _GENERATION_TAG.search(tokenizer.chat_template or ""):
         raise ConfigError(
             f"{prefix}.chat_template: the chat template of {model_dir} has no {GENERATION_MARKER} markers, so "
             "the loss cannot be limited to assistant tokens; point this key at a template that has them "
-            "(TRL ships trl/chat_templates/qwen3_training.jinja)"
+            "(TRL ships one for Qwen3: trl:qwen3_training.jinja)"
         )
     return tokenizer
 
@@ -98,13 +108,13 @@ def run_sft(cfg: SFTStageConfig, prefix: str = "sft", callbacks: list | None = N
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    from mathpipe.models import default_device, load_causal_lm, read_origin, require_model_dir
+    from mathpipe.models import load_causal_lm, read_origin, require_model_dir
 
     model_dir = require_model_dir(cfg.model)
     train_rows = load_messages(cfg.train_file, cfg.max_train_samples)
     val_rows = load_messages(cfg.val_file, cfg.max_val_samples) if cfg.val_file else []
     tokenizer = training_tokenizer(str(model_dir), cfg, prefix)
-    device = default_device()
+    device = training.training_device()
     model = load_causal_lm(model_dir, dtype=cfg.train.dtype, device=device, trust_remote_code=cfg.trust_remote_code)
     model.train()
     peft_config = lora_config(model, cfg.lora, f"{prefix}.lora")
@@ -112,7 +122,7 @@ def run_sft(cfg: SFTStageConfig, prefix: str = "sft", callbacks: list | None = N
     code = code_digest(__file__, training.__file__)
     data = (file_digest(cfg.train_file), file_digest(cfg.val_file))
     fingerprint = run_fingerprint(cfg, code, read_origin(model_dir), data)
-    resume = prepare_checkpoints(Path(cfg.checkpoint_dir), fingerprint)
+    resume = training.prepare_checkpoints_everywhere(Path(cfg.checkpoint_dir), fingerprint)
     args = SFTConfig(
         **trainer_kwargs(cfg.train, Path(cfg.checkpoint_dir), device, has_eval=bool(val_rows)),
         assistant_only_loss=True,
@@ -125,7 +135,7 @@ def run_sft(cfg: SFTStageConfig, prefix: str = "sft", callbacks: list | None = N
         eval_dataset=Dataset.from_list(val_rows) if val_rows else None,
         processing_class=tokenizer,
         peft_config=peft_config,
-        callbacks=[dvclive_callback(cfg.live_dir, resume=resume is not None), *(callbacks or [])],
+        callbacks=[*training.training_callbacks(cfg.live_dir, resume=resume is not None), *(callbacks or [])],
     )
     trainable, total = count_parameters(trainer.model)
     log.info("training %d of %d parameters (%s) on %d records", trainable, total,
@@ -136,10 +146,9 @@ def run_sft(cfg: SFTStageConfig, prefix: str = "sft", callbacks: list | None = N
     eval_metrics = trainer.evaluate() if val_rows else {}
 
     tokenizer.padding_side = "left"  # the saved tokenizer serves generation
-    with atomic_dir(cfg.out_dir) as tmp:
-        trainer.save_model(str(tmp))
-        tokenizer.save_pretrained(str(tmp))
-    clear_checkpoints(Path(cfg.checkpoint_dir))
+    training.save_trained(trainer, tokenizer, cfg.out_dir)
+    if training.is_main_process():
+        clear_checkpoints(Path(cfg.checkpoint_dir))
     # TRL logs a running count of the (non-padding) tokens trained on; after a resume the history
     # includes the steps before the interruption, which this run's seconds do not.
     resumed_step = int(Path(resume).name.rsplit("-", 1)[-1]) if resume else 0
@@ -147,6 +156,7 @@ def run_sft(cfg: SFTStageConfig, prefix: str = "sft", callbacks: list | None = N
     before = max((n for step, n in counts if step <= resumed_step), default=0)
     tokens = max((n for _, n in counts), default=0) - before
     losses = final_losses(trainer.state.log_history)
+    processes = training.distributed_state().num_processes
     return {
         "method": "lora" if peft_config else "full",
         "steps": trainer.state.global_step,
@@ -163,4 +173,6 @@ def run_sft(cfg: SFTStageConfig, prefix: str = "sft", callbacks: list | None = N
         "eval_loss": eval_metrics.get("eval_loss", losses["eval_loss"]),
         "resumed_from": Path(resume).name if resume else None,
         "device": device,
+        "processes": processes,
+        "global_batch_size": cfg.train.batch_size * cfg.train.grad_accumulation * processes,
     }

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ from typing import Literal
 from mathpipe.config import check, check_positive, check_range
 from mathpipe.errors import ConfigError, PipelineError
 from mathpipe.io import read_json, write_json
+from mathpipe.launch import distributed_state, is_main_process
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +156,7 @@ def trainer_kwargs(settings: TrainSettings, checkpoint_dir: Path, device: str, h
         report_to=[],  # DVCLive is added as a callback, so its folder is ours to choose
         disable_tqdm=False,
         dataloader_num_workers=0,
+        ddp_find_unused_parameters=False,  # LoRA and full training use every trainable parameter
     )
 
 
@@ -221,6 +224,44 @@ def code_digest(*source_files: str | Path) -> str:
     for path in source_files:
         digest.update(Path(path).read_bytes())
     return digest.hexdigest()[:16]
+
+
+def prepare_checkpoints_everywhere(checkpoint_dir: Path, fingerprint: str) -> str | None:
+    """prepare_checkpoints in every process, the main one first: it alone may clear the folder,
+    the others then find it stamped and agree on the checkpoint to resume from."""
+    with distributed_state().main_process_first():
+        return prepare_checkpoints(checkpoint_dir, fingerprint)
+
+
+def training_callbacks(live_dir: str | Path, resume: bool) -> list:
+    """DVCLive in the main process only: one writer of dvclive/<stage>."""
+    return [dvclive_callback(live_dir, resume)] if is_main_process() else []
+
+
+def save_trained(trainer, tokenizer, out_dir: str | Path) -> None:
+    """trainer.save_model in every process (FSDP and ZeRO-3 gather the weights across them); the
+    main process writes into a staging folder and moves it into place, so out_dir is never half
+    written."""
+    state = distributed_state()
+    out_dir = Path(out_dir)
+    staging = out_dir.with_name(f".{out_dir.name}.partial")
+    if state.is_main_process and staging.exists():
+        shutil.rmtree(staging)
+    state.wait_for_everyone()
+    trainer.save_model(str(staging))
+    state.wait_for_everyone()
+    if state.is_main_process:
+        tokenizer.save_pretrained(str(staging))
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(staging, out_dir)
+    state.wait_for_everyone()
+
+
+def training_device() -> str:
+    """This process's device: cuda:<local rank> under a multi-GPU launch, cuda on one GPU, else cpu."""
+    device = distributed_state().device
+    return str(device) if device.type == "cuda" else "cpu"
 
 
 def dvclive_callback(live_dir: str | Path, resume: bool):

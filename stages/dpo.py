@@ -13,13 +13,18 @@ from mathpipe.cli import run_stage
 from mathpipe.config import load_section
 from mathpipe.dpo import DPOStageConfig, run_dpo
 from mathpipe.io import write_json
+from mathpipe.launch import check_world_size, is_main_process, relaunch_under_accelerate
 
 log = logging.getLogger("stages.dpo")
 
 
 def main() -> None:
     cfg = load_section("dpo", DPOStageConfig)
+    relaunch_under_accelerate(cfg.launch, "stages.dpo", "dpo.launch")
+    check_world_size(cfg.launch, "dpo.launch")
     summary = run_dpo(cfg)
+    if not is_main_process():
+        return
     write_json("metrics/dpo.json", summary)
     held = summary["held_out"]
     log.info("%s: held-out reward accuracy %s, margin %s", cfg.out_dir, held["reward_accuracy"], held["reward_margin"])

@@ -12,6 +12,7 @@ import logging
 from mathpipe.cli import run_stage
 from mathpipe.config import load_section
 from mathpipe.io import write_json
+from mathpipe.launch import check_world_size, is_main_process, relaunch_under_accelerate
 from mathpipe.reward import RewardStageConfig, run_reward_model
 
 log = logging.getLogger("stages.reward_model")
@@ -19,7 +20,11 @@ log = logging.getLogger("stages.reward_model")
 
 def main() -> None:
     cfg = load_section("reward_model", RewardStageConfig)
+    relaunch_under_accelerate(cfg.launch, "stages.reward_model", "reward_model.launch")
+    check_world_size(cfg.launch, "reward_model.launch")
     summary = run_reward_model(cfg)
+    if not is_main_process():
+        return
     write_json("metrics/reward_model.json", summary)
     held = summary["held_out"]
     log.info("%s: held-out pairwise accuracy %.3f, mean margin %.3f over %d pairs", cfg.out_dir,

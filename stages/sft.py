@@ -11,6 +11,7 @@ import logging
 from mathpipe.cli import run_stage
 from mathpipe.config import load_section
 from mathpipe.io import write_json
+from mathpipe.launch import check_world_size, is_main_process, relaunch_under_accelerate
 from mathpipe.sft import SFTStageConfig, run_sft
 
 log = logging.getLogger("stages.sft")
@@ -18,7 +19,11 @@ log = logging.getLogger("stages.sft")
 
 def main() -> None:
     cfg = load_section("sft", SFTStageConfig)
+    relaunch_under_accelerate(cfg.launch, "stages.sft", "sft.launch")
+    check_world_size(cfg.launch, "sft.launch")
     summary = run_sft(cfg)
+    if not is_main_process():
+        return
     write_json("metrics/sft.json", summary)
     log.info("%s: %d steps, %.0f tokens/s, train loss %.4f, eval loss %s", cfg.out_dir, summary["steps"],
              summary["tokens_per_second"] or 0, summary["train_loss"] or float("nan"), summary["eval_loss"])

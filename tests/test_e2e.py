@@ -175,3 +175,34 @@ def test_an_experiment_shows_changed_curves_and_images_beside_the_committed_run(
     assert len({Path(entry["url"]).read_bytes() for entry in image}) == 2  # the DPO model changed
     curve = data["dvclive/dpo/plots/metrics/loss.tsv"][0]
     assert set(curve["revisions"]) == {"HEAD", "workspace"}
+
+
+def test_sft_in_two_processes_matches_one_process_with_the_same_global_batch(project, tmp_path):
+    """The SFT stage on the default data and base model, relaunched under accelerate with 2 CPU
+    processes (gloo), against 1 process: same global batch (2 x 8 = 16), same steps."""
+    results = {}
+    for processes, batch_size in ((2, 8), (1, 16)):
+        work = tmp_path / f"p{processes}"
+        for name in ("stages", "mathpipe", "configs"):
+            shutil.copytree(project / name, work / name)
+        for name in ("data/prepared", "models/base"):
+            (work / name).parent.mkdir(parents=True, exist_ok=True)
+            (work / name).symlink_to(project / name)
+        params = yaml.safe_load((project / "params.yaml").read_text())
+        params["sft"]["train"].update(max_steps=16, batch_size=batch_size, eval_steps=8, save_steps=8, logging_steps=4)
+        params["sft"]["max_val_samples"] = 64
+        params["sft"]["launch"]["num_processes"] = processes
+        (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False, allow_unicode=True))
+        run(["git", "init", "-q"], work)  # DVCLive reads HEAD
+        run(["git", "add", "-A"], work)
+        run(["git", "-c", "user.name=e2e", "-c", "user.email=e2e@localhost", "commit", "-q", "-m", "copy"], work)
+        log = run([sys.executable, "-m", "stages.sft"], work)
+        metrics = json.loads((work / "metrics/sft.json").read_text())
+        assert metrics["processes"] == processes and metrics["global_batch_size"] == 16 and metrics["steps"] == 16
+        assert (work / "models/sft_adapter/adapter_model.safetensors").is_file()
+        assert (work / "dvclive/sft/plots/metrics/loss.tsv").is_file()
+        results[processes] = metrics
+        if processes == 2:
+            assert "accelerate.commands.launch --config_file configs/accelerate/cpu_ddp.yaml --num_processes 2" in log
+    two, one = results[2]["eval_loss"], results[1]["eval_loss"]
+    assert abs(two - one) / one < 0.05, (two, one)
