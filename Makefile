@@ -21,7 +21,9 @@ BENCH_ARGS ?=
 export PATH := $(abspath $(BIN)):$(PATH)
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help setup run test bench bench-generation bench-cache metrics diff plots report status lock clean distclean
+PROFILE ?=
+
+.PHONY: help setup run dry-run test bench bench-generation bench-cache metrics diff plots report status lock clean distclean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -43,8 +45,15 @@ endif
 	@touch $@
 	@echo "set-up done: $(VENV) ($(VLLM_FLAVOUR))"
 
-run: setup  ## reproduce the whole pipeline (dvc repro)
+run: setup  ## reproduce the whole pipeline (dvc repro); PROFILE=qwen3-0.6b runs profiles/qwen3-0.6b.yaml as an experiment
+ifeq ($(PROFILE),)
 	$(DVC) repro
+else
+	$(BIN)/python -m mathpipe.profile run $(PROFILE)
+endif
+
+dry-run: setup  ## check params (and PROFILE=<name>) offline: keys, model shape, data schemas, memory estimate
+	$(BIN)/python -m mathpipe.dry_run $(PROFILE)
 
 test: setup  ## run the test suite
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

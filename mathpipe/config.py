@@ -11,6 +11,7 @@ str 'a lot'`). Range checks live in each dataclass's `validate(prefix)` method.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from pathlib import Path
@@ -24,12 +25,28 @@ T = TypeVar("T")
 PARAMS_FILE = Path("params.yaml")
 
 
+class ParamsLoader(yaml.SafeLoader):
+    """YAML as DVC writes it: `5e-05` is a float (YAML 1.2), where PyYAML's YAML 1.1 rules read a
+    string. `dvc exp run -S lr=5e-5` writes exactly that."""
+
+
+ParamsLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def load_yaml(text: str):
+    return yaml.load(text, Loader=ParamsLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def load_params(path: str | Path = PARAMS_FILE) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"parameter file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = load_yaml(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
     if not isinstance(data, dict):

@@ -1,0 +1,282 @@
+"""Check a profile offline, before anything is downloaded: params, the model's shape, data schemas.
+
+    python -m mathpipe.dry_run qwen3-0.6b        # make dry-run PROFILE=qwen3-0.6b
+
+1. params.yaml with the profile applied: every key exists, every section validates (types,
+   ranges, pinned 40-character revisions, accelerate config files, chat templates).
+2. The model: its config.json (from the local Hugging Face cache if there, else the copy the
+   profile records) builds the architecture on PyTorch's meta device (no weights): the LoRA
+   target modules of sft, reward_model and dpo exist, attention.layers and heads exist, and every
+   max length fits the model's context.
+3. The data: each Hub source is pinned; local copies of the same files (the profile's
+   dry_run.local_copies) are read with the pipeline's own readers, so a schema change stops here.
+4. An estimate of GPU memory per stage and of training and generation time (printed; the README
+   quotes it and says how it is computed).
+
+Nothing touches the network: HF_HUB_OFFLINE is set before anything is imported from the Hub.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mathpipe.config import from_dict, load_params
+from mathpipe.errors import ConfigError, PipelineError
+from mathpipe.io import read_json
+from mathpipe.profile import load_profile, merge, params_overrides
+
+log = logging.getLogger("mathpipe.dry_run")
+
+GIB = 1024**3
+# Assumptions of the estimate, stated where it is printed.
+EFFECTIVE_TFLOPS = 300.0  # bf16 training on an H100: about 30% of the 989 TFLOPS dense peak
+DECODE_TOKENS_PER_SECOND = 20_000  # vLLM, 0.6B model, one H100, large batches (order of magnitude)
+MEAN_TRAIN_TOKENS_FRACTION = 0.5  # mean sequence length as a share of the length filter
+
+
+@dataclass
+class DryRunSettings:
+    model_config: str | None = None
+    local_copies: dict[str, str] = field(default_factory=dict)
+    gpu_memory_gib: float = 80.0
+    gpus: int = 8
+
+
+def section_configs(params: dict) -> dict:
+    """Every stage's parameter section, parsed and validated: errors name the key."""
+    from mathpipe.attention import AttentionConfig
+    from mathpipe.base_model import BaseModelConfig
+    from mathpipe.data.prepare import PrepareConfig
+    from mathpipe.data.sample import SampleConfig
+    from mathpipe.dpo import DPOStageConfig
+    from mathpipe.evaluation import EvaluateConfig
+    from mathpipe.merge import MergeConfig
+    from mathpipe.rejection import RejectionConfig
+    from mathpipe.report import ReportConfig
+    from mathpipe.reward import RewardStageConfig
+    from mathpipe.sft import SFTStageConfig, chat_template_file
+
+    classes = {"sample": SampleConfig, "base_model": BaseModelConfig, "prepare": PrepareConfig,
+               "sft": SFTStageConfig, "reward_model": RewardStageConfig, "rejection_sampling": RejectionConfig,
+               "dpo": DPOStageConfig, "merge": MergeConfig, "evaluate": EvaluateConfig,
+               "attention": AttentionConfig, "report": ReportConfig}
+    configs = {name: from_dict(cls, params.get(name), name) for name, cls in classes.items()}
+    if configs["sft"].chat_template:
+        chat_template_file(configs["sft"].chat_template, "sft.chat_template")
+    return configs
+
+
+def model_config_dict(base, settings: DryRunSettings) -> tuple[dict, str]:
+    """config.json of the base model, and where it came from; never downloads."""
+    if base.source == "hub":
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(base.hub.model_id, "config.json", revision=base.hub.revision)
+        if isinstance(cached, str):
+            return read_json(cached), f"the local Hub cache ({cached})"
+        if settings.model_config:
+            return read_json(settings.model_config), f"{settings.model_config} (not in the local Hub cache)"
+        raise PipelineError(f"{base.hub.model_id}@{base.hub.revision} is not in the local Hub cache and the "
+                            "profile gives no dry_run.model_config")
+    if base.source == "local":
+        return read_json(Path(base.local_path) / "config.json"), f"{base.local_path}/config.json"
+    tiny = base.tiny
+    return ({"model_type": "qwen3", "hidden_size": tiny.hidden_size, "intermediate_size": tiny.intermediate_size,
+             "num_hidden_layers": tiny.num_hidden_layers, "num_attention_heads": tiny.num_attention_heads,
+             "num_key_value_heads": tiny.num_key_value_heads, "head_dim": tiny.head_dim,
+             "vocab_size": tiny.vocab_size, "max_position_embeddings": tiny.max_position_embeddings,
+             "tie_word_embeddings": True}, "base_model.tiny")
+
+
+def meta_models(config: dict):
+    """(causal LM, one-logit classifier) with the model's architecture and no weights."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, CONFIG_MAPPING
+
+    values = {k: v for k, v in config.items() if not k.startswith("_")}
+    model_type = values.pop("model_type", None)
+    if model_type not in CONFIG_MAPPING:
+        raise PipelineError(f"model_type {model_type!r} is not one transformers knows")
+    cfg = CONFIG_MAPPING[model_type](**values)
+    classifier_cfg = CONFIG_MAPPING[model_type](**values, num_labels=1)
+    with torch.device("meta"):
+        causal = AutoModelForCausalLM.from_config(cfg)
+        classifier = AutoModelForSequenceClassification.from_config(classifier_cfg)
+    return cfg, causal, classifier
+
+
+def check_model(configs: dict, cfg, causal, classifier) -> list[str]:
+    """LoRA targets, attention layers and heads, lengths: every one names its key when wrong."""
+    from mathpipe.attention import resolve_heads, resolve_layers
+    from mathpipe.training import lora_config
+
+    lines = []
+    for name, model, task in (("sft", causal, "CAUSAL_LM"), ("reward_model", classifier, "SEQ_CLS"),
+                              ("dpo", causal, "CAUSAL_LM")):
+        lora = lora_config(model, configs[name].lora, f"{name}.lora", task_type=task)
+        lines.append(f"{name}.lora: {'targets ' + ', '.join(sorted(lora.target_modules)) if lora else 'full fine-tuning'}")
+    attention = configs["attention"]
+    layers = resolve_layers(attention.layers, cfg.num_hidden_layers, "attention.layers")
+    resolve_heads(attention.heads, cfg.num_attention_heads, "attention.heads")
+    lines.append(f"attention.layers: {layers} of {cfg.num_hidden_layers}")
+    context = cfg.max_position_embeddings
+    lengths = {"prepare.filters.max_tokens": configs["prepare"].filters.max_tokens,
+               "sft.train.max_length": configs["sft"].train.max_length,
+               "reward_model.train.max_length": configs["reward_model"].train.max_length,
+               "dpo.train.max_length": configs["dpo"].train.max_length}
+    for stage in ("evaluate", "rejection_sampling"):
+        engine = configs[stage].engine
+        if engine.max_model_len is not None:
+            lengths[f"{stage}.engine.max_model_len"] = engine.max_model_len
+            generation = configs[stage].generation.max_new_tokens
+            if generation >= engine.max_model_len:
+                raise ConfigError(f"{stage}.generation.max_new_tokens: {generation} leaves no room for the prompt "
+                                  f"in {stage}.engine.max_model_len {engine.max_model_len}")
+    for key, value in lengths.items():
+        if value is not None and value > context:
+            raise ConfigError(f"{key}: {value} is longer than the model's context ({context} tokens)")
+    lines.append(f"lengths: all within the model's context of {context:,} tokens")
+    return lines
+
+
+def check_data(configs: dict, settings: DryRunSettings) -> list[str]:
+    """Hub sources pinned; local copies of them read with the pipeline's readers."""
+    from mathpipe.data import readers
+    from mathpipe.data.schemas import CMATH_GOLD_FIELD, CMATH_QUESTION_FIELDS, GSM8K_FIELDS, OPENR1_SCHEMA
+
+    expected = {"openr1": ", ".join(OPENR1_SCHEMA.names), "gsm8k_train": ", ".join(GSM8K_FIELDS),
+                "gsm8k_test": ", ".join(GSM8K_FIELDS),
+                "cmath_test": f"{' or '.join(CMATH_QUESTION_FIELDS)}, {CMATH_GOLD_FIELD}"}
+    prepare = configs["prepare"]
+    lines = []
+    if prepare.source == "hub":
+        for name in expected:
+            source = getattr(prepare.hub, name)
+            if source is None:
+                raise ConfigError(f"prepare.hub.{name}: required when prepare.source is hub")
+            lines.append(f"{name}: {source.repo}@{source.revision[:12]} {source.files}; columns read: {expected[name]}")
+    for name, path in settings.local_copies.items():
+        path = Path(path)
+        if not path.is_file():
+            lines.append(f"{name}: local copy {path} not here, not checked")
+            continue
+        if name.startswith("gsm8k"):
+            rows = sum(1 for _ in readers.iter_gsm8k([path]))
+        elif name.startswith("cmath"):
+            rows = sum(1 for _ in readers.iter_cmath([path]))
+        elif name == "openr1":
+            readers.check_parquet_schema(path, OPENR1_SCHEMA.names)
+            rows = None
+        else:
+            raise ConfigError(f"dry_run.local_copies.{name}: unknown source (known: {', '.join(expected)})")
+        lines.append(f"{name}: local copy {path} read with the pipeline's reader" + (f": {rows:,} rows" if rows else ""))
+    return lines
+
+
+def estimate(configs: dict, cfg, causal, settings: DryRunSettings) -> list[str]:
+    """GPU memory per stage and time, from the parameter count and the params (an estimate)."""
+    params = sum(p.numel() for p in causal.parameters())
+    layers, hidden, vocab = cfg.num_hidden_layers, cfg.hidden_size, cfg.vocab_size
+    kv_bytes_per_token = 2 * layers * cfg.num_key_value_heads * getattr(cfg, "head_dim", hidden // cfg.num_attention_heads) * 2
+    gpus = settings.gpus
+    rows = [f"parameters: {params / 1e9:.2f} B; bf16 weights {params * 2 / GIB:.1f} GiB; "
+            f"KV cache {kv_bytes_per_token / 1024:.0f} KiB per token"]
+
+    def train_memory(name: str, sequences_per_example: int) -> tuple[float, int]:
+        c = configs[name]
+        trainable = lora_parameters(causal, c.lora) if c.lora.enabled else params
+        batch = c.train.batch_size * sequences_per_example * (2 if name == "dpo" else 1)  # + the reference pass
+        length = c.train.max_length
+        weights = params * 2 + trainable * 16  # bf16 weights; trainable: bf16 + grad + fp32 Adam m, v, master
+        checkpointed = c.train.gradient_checkpointing
+        activations = batch * length * hidden * 2 * ((layers + 16) if checkpointed else 34 * layers)
+        logits = 0 if name == "reward_model" else batch * length * vocab * 6  # bf16 logits + fp32 loss copy
+        return (weights + activations + logits) / GIB, trainable
+
+    records = configs["prepare"].max_train_rows or 94_000
+    mean_tokens = (configs["prepare"].filters.max_tokens or 4096) * MEAN_TRAIN_TOKENS_FRACTION
+    for name, per_example, examples in (("sft", 1, records), ("reward_model", 2, configs["reward_model"].max_train_samples or records),
+                                        ("dpo", 2, configs["dpo"].max_train_samples or configs["rejection_sampling"].max_prompts or records)):
+        memory, trainable = train_memory(name, per_example)
+        tokens = examples * per_example * mean_tokens * configs[name].train.epochs
+        flops = 6 * params * tokens * (4 / 3 if configs[name].train.gradient_checkpointing else 1)
+        if name == "dpo":
+            flops *= 4 / 3  # the reference model's forward pass
+        minutes = flops / (EFFECTIVE_TFLOPS * 1e12 * gpus) / 60
+        flag = "" if memory <= settings.gpu_memory_gib else f"  > {settings.gpu_memory_gib:g} GiB: lower batch_size"
+        rows.append(f"{name}: ~{memory:.0f} GiB per GPU, {trainable / 1e6:.1f} M trainable; "
+                    f"~{tokens / 1e6:.0f} M tokens, ~{max(minutes, 1):.0f} min on {gpus} GPUs{flag}")
+    rs = configs["rejection_sampling"]
+    samples = (rs.max_prompts or records) * rs.generation.n
+    gen_tokens = samples * rs.generation.max_new_tokens * 0.5
+    tp = rs.engine.tensor_parallel_size  # one engine: tensor parallel over tp GPUs, no data parallel
+    rows.append(f"rejection_sampling: vLLM at {rs.engine.gpu_memory_utilization:.0%} of {tp} GPU(s), of which "
+                f"{max(0.0, rs.engine.gpu_memory_utilization * settings.gpu_memory_gib - params * 2 / GIB):.0f} GiB "
+                f"KV cache; {samples:,} samples, ~{gen_tokens / 1e6:.0f} M tokens, "
+                f"~{gen_tokens / (DECODE_TOKENS_PER_SECOND * tp) / 60:.0f} min")
+    ev = configs["evaluate"]
+    eval_tokens = (1319 + 1098) * ev.generation.max_new_tokens * 0.5
+    rows.append(f"evaluate: ~{eval_tokens / 1e6:.1f} M tokens per model (both benchmarks), "
+                f"~{max(1, eval_tokens / (DECODE_TOKENS_PER_SECOND * ev.engine.tensor_parallel_size) / 60):.0f} min "
+                f"per model, {len(ev.models)} models")
+    rows.append(f"(assumed: {EFFECTIVE_TFLOPS:.0f} TFLOPS per GPU in training, {DECODE_TOKENS_PER_SECOND:,} tokens/s "
+                f"per GPU in generation, mean length {MEAN_TRAIN_TOKENS_FRACTION:.0%} of the length filter, "
+                "generations half of max_new_tokens)")
+    return rows
+
+
+def lora_parameters(model, lora) -> int:
+    """Parameters LoRA adds: r x (in + out) for each targeted linear layer."""
+    import torch
+
+    total = 0
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear) and name.rsplit(".", 1)[-1] in lora.target_modules:
+            total += lora.r * (module.in_features + module.out_features)
+    return total
+
+
+def dry_run(profile: str | None) -> int:
+    os.environ["HF_HUB_OFFLINE"] = "1"  # before huggingface_hub is imported anywhere
+    try:
+        params = load_params()
+        raw = load_profile(profile) if profile else {}
+        settings = from_dict(DryRunSettings, raw.get("dry_run"), "dry_run")
+        merged = merge(params, params_overrides(raw))
+        configs = section_configs(merged)
+        print(f"params: params.yaml{' + profiles/' + profile if profile else ''}: every section valid")
+        config, origin = model_config_dict(configs["base_model"], settings)
+        print(f"model config: {origin}")
+        cfg, causal, classifier = meta_models(config)
+        for line in check_model(configs, cfg, causal, classifier) + check_data(configs, settings):
+            print(f"  ok  {line}")
+        print("estimate:")
+        for line in estimate(configs, cfg, causal, settings):
+            print(f"      {line}")
+    except PipelineError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print("dry run passed: nothing was downloaded")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    from mathpipe.cli import setup_logging
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("profile", nargs="?", help="a name under profiles/ or a yaml file (none: params.yaml alone)")
+    args = parser.parse_args(argv)
+    setup_logging()
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    return dry_run(args.profile)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""Profiles: a named set of parameter overrides (profiles/<name>.yaml) run as a DVC experiment.
+
+    python -m mathpipe.profile run qwen3-0.6b      # dvc exp run -n qwen3-0.6b -S key=value ...
+    python -m mathpipe.profile show qwen3-0.6b     # the -S arguments, one per line
+
+A profile mirrors params.yaml: the same sections and keys, only those that change. It is applied
+with `dvc exp run -S`, so params.yaml stays the default and `dvc exp show` lists the profile's run
+beside the others. Every key is validated (mathpipe.dry_run) before DVC starts.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from mathpipe.config import load_yaml
+from mathpipe.errors import ConfigError
+
+PROFILES_DIR = Path("profiles")
+PROFILE_ONLY_KEYS = ("dry_run",)  # sections a profile may hold that are not params
+
+
+def profile_path(name: str) -> Path:
+    path = Path(name) if name.endswith((".yaml", ".yml")) else PROFILES_DIR / f"{name}.yaml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))) or "none"
+        raise ConfigError(f"profile not found: {path} (profiles: {known})")
+    return path
+
+
+def load_profile(name: str) -> dict:
+    path = profile_path(name)
+    try:
+        data = load_yaml(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of params sections")
+    return data
+
+
+def merge(base: dict, overrides: dict, prefix: str = "") -> dict:
+    """params with the overrides applied; a key the params do not have is an error (a typo)."""
+    merged = dict(base)
+    for key, value in overrides.items():
+        name = f"{prefix}{key}"
+        if key not in base:
+            raise ConfigError(f"{name}: not a parameter in params.yaml (a typo?)")
+        if isinstance(value, dict) and isinstance(base[key], dict):
+            merged[key] = merge(base[key], value, f"{name}.")
+        else:
+            merged[key] = value
+    return merged
+
+
+def hydra_value(value, key: str) -> str:
+    """A value in the Hydra override grammar that `dvc exp run -S` parses: JSON-like, with bare
+    mapping keys."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return repr(value)
+    if isinstance(value, float):
+        mantissa, _, exponent = repr(value).partition("e")
+        if exponent and "." not in mantissa:  # Hydra reads 5e-05 as a string, 5.0e-05 as a float
+            mantissa += ".0"
+        return f"{mantissa}e{exponent}" if exponent else mantissa
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, list):
+        return "[" + ",".join(hydra_value(v, f"{key}[{i}]") for i, v in enumerate(value)) + "]"
+    if isinstance(value, dict):
+        for k in value:
+            if not (isinstance(k, str) and k.replace("_", "a").isalnum()):
+                raise ConfigError(f"{key}.{k}: a mapping key must be letters, digits or '_' to pass through dvc -S")
+        return "{" + ",".join(f"{k}:{hydra_value(v, f'{key}.{k}')}" for k, v in value.items()) + "}"
+    raise ConfigError(f"{key}: cannot pass a {type(value).__name__} through dvc exp run -S")
+
+
+def set_arguments(base: dict, overrides: dict, prefix: str = "") -> list[str]:
+    """`key=value` for dvc exp run -S: leaves where params has a mapping, whole values elsewhere
+    (a null `hub` becomes a mapping in one go)."""
+    args = []
+    for key, value in overrides.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            args += set_arguments(base[key], value, f"{name}.")
+        else:
+            args.append(f"{name}={hydra_value(value, name)}")
+    return args
+
+
+def params_overrides(profile: dict) -> dict:
+    return {k: v for k, v in profile.items() if k not in PROFILE_ONLY_KEYS}
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    from mathpipe.cli import setup_logging
+    from mathpipe.config import load_params
+
+    parser = argparse.ArgumentParser(description="run or show a parameter profile as a DVC experiment")
+    parser.add_argument("action", choices=["run", "show"])
+    parser.add_argument("profile", help="a name under profiles/ (qwen3-0.6b) or a yaml file")
+    args = parser.parse_args(argv)
+    setup_logging()
+    try:
+        params = load_params()
+        overrides = params_overrides(load_profile(args.profile))
+        merge(params, overrides)
+        sets = set_arguments(params, overrides)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.action == "show":
+        print("\n".join(sets))
+        return 0
+    from mathpipe.dry_run import dry_run
+
+    if dry_run(args.profile) != 0:
+        return 2
+    command = ["dvc", "exp", "run", "-n", Path(args.profile).stem]
+    for item in sets:
+        command += ["-S", item]
+    print(" ".join(command), flush=True)
+    return subprocess.call(command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""Profiles (profiles/*.yaml) and the offline dry run that checks them before anything downloads."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mathpipe.config import load_params, load_yaml
+from mathpipe.dry_run import dry_run
+from mathpipe.errors import ConfigError
+from mathpipe.profile import hydra_value, load_profile, merge, params_overrides, set_arguments
+
+ROOT = Path(__file__).resolve().parents[1]
+QWEN = ROOT / "profiles" / "qwen3-0.6b.yaml"
+SHARED = ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the dry run sets it too; this keeps the test's env clean
+
+
+def test_dvc_set_param_applies_a_profile_exactly_as_the_dry_run_sees_it(tmp_path):
+    """`make run PROFILE=...` passes the profile to `dvc exp run -S`: DVC's own override code must
+    produce the params the dry run validated (floats stay floats, null hub sections become mappings)."""
+    from dvc.utils.hydra import apply_overrides
+
+    params = load_params(ROOT / "params.yaml")
+    overrides = params_overrides(load_profile(str(QWEN)))
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    apply_overrides(tmp_path / "params.yaml", set_arguments(params, overrides))
+    assert load_params(tmp_path / "params.yaml") == merge(params, overrides)
+
+
+@given(st.floats(min_value=1e-12, max_value=1e12))
+def test_floats_pass_through_dvc_set_param_as_floats(value):
+    from dvc.utils.hydra import to_hydra_overrides
+
+    (override,) = to_hydra_overrides([f"lr={hydra_value(value, 'lr')}"])
+    assert isinstance(override.value(), float) and override.value() == value
+
+
+def test_params_read_exponents_as_numbers_like_dvc_writes_them():
+    assert load_yaml("a: 5e-05\nb: 1.0e-4\nc: 3\nd: '5e-05'\n") == {"a": 5e-05, "b": 1e-4, "c": 3, "d": "5e-05"}
+
+
+def test_the_qwen3_profile_passes_the_dry_run_without_a_download(capsys, monkeypatch):
+    def no_network(*args, **kwargs):
+        raise AssertionError("the dry run tried to download")
+
+    monkeypatch.setattr("huggingface_hub.hf_hub_download", no_network)
+    monkeypatch.setattr("huggingface_hub.snapshot_download", no_network)
+    assert dry_run(str(QWEN)) == 0
+    out = capsys.readouterr().out
+    assert "every section valid" in out and "dry run passed" in out
+    assert "attention.layers: [0, 14, 27] of 28" in out
+    assert "parameters: 0.60 B" in out
+    assert "sft.lora: targets down_proj, gate_proj, k_proj, o_proj, q_proj, up_proj, v_proj" in out
+    if SHARED.is_dir():  # the real test sets, read with the pipeline's readers
+        assert "gsm8k_test: local copy" in out and "1,319 rows" in out and "1,098 rows" in out
+
+
+def write_profile(tmp_path: Path, edit) -> str:
+    profile = load_yaml(QWEN.read_text())
+    edit(profile)
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(profile, allow_unicode=True))
+    return str(path)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda p: p["sft"]["lora"].update(rank=8), r"sft.lora.rank: not a parameter in params.yaml"),
+    (lambda p: p["base_model"]["hub"].update(revision="main"), r"base_model.hub.revision: must be a 40-character"),
+    (lambda p: p["prepare"]["hub"]["openr1"].update(revision="v1.0"), r"prepare.hub.openr1.revision: must be a 40"),
+    (lambda p: p["sft"]["lora"].update(target_modules=["qkv_proj"]),
+     r"sft.lora.target_modules\[0\]: the model has no linear module named 'qkv_proj'"),
+    (lambda p: p.setdefault("attention", {}).update(layers=["first", 28], compare_layers=["first"]),
+     r"attention.layers\[1\]: layer 28 does not exist: the model has 28 layers"),
+    (lambda p: p["sft"]["train"].update(max_length=65536), r"sft.train.max_length: 65536 is longer than the model's context"),
+    (lambda p: p["evaluate"]["generation"].update(max_new_tokens=8192),
+     r"evaluate.generation.max_new_tokens: 8192 leaves no room for the prompt"),
+    (lambda p: p["sft"]["launch"].update(config_file="configs/accelerate/nope.yaml"),
+     r"sft.launch.config_file: accelerate config not found"),
+    (lambda p: p["sft"].update(chat_template="trl:nope.jinja"), r"sft.chat_template: file not found"),
+    (lambda p: p["dry_run"].update(model_config=None), r"not in the local Hub cache and the profile gives no"),
+])
+def test_a_bad_profile_stops_the_dry_run_naming_the_key(tmp_path, capsys, edit, message):
+    assert dry_run(write_profile(tmp_path, edit)) == 2
+    err = capsys.readouterr().err
+    assert re.search(message, err), err
+
+
+def test_an_unknown_profile_lists_the_known_ones(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    with pytest.raises(ConfigError, match=r"profile not found: profiles/qwen3-8b.yaml \(profiles: qwen3-0.6b\)"):
+        load_profile("qwen3-8b")
+
+
+def test_the_default_params_pass_the_dry_run(capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    assert dry_run(None) == 0
+    assert "model config: base_model.tiny" in capsys.readouterr().out
