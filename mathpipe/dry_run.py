@@ -110,7 +110,7 @@ def meta_models(config: dict):
     return cfg, causal, classifier
 
 
-def check_model(configs: dict, cfg, causal, classifier) -> list[str]:
+def check_model(configs: dict, cfg, causal, classifier, gpus_available: int) -> list[str]:
     """LoRA targets, attention layers and heads, lengths: every one names its key when wrong."""
     from mathpipe.attention import resolve_heads, resolve_layers
     from mathpipe.training import lora_config
@@ -141,6 +141,12 @@ def check_model(configs: dict, cfg, causal, classifier) -> list[str]:
         if value is not None and value > context:
             raise ConfigError(f"{key}: {value} is longer than the model's context ({context} tokens)")
     lines.append(f"lengths: all within the model's context of {context:,} tokens")
+    for stage in ("evaluate", "rejection_sampling"):
+        engine = configs[stage].engine
+        gpus = engine.data_parallel_size * engine.tensor_parallel_size
+        if engine.backend == "vllm" and gpus > gpus_available:
+            raise ConfigError(f"{stage}.engine.data_parallel_size: {engine.data_parallel_size} engines x "
+                              f"{engine.tensor_parallel_size} GPUs need {gpus} GPUs; dry_run.gpus is {gpus_available}")
     return lines
 
 
@@ -214,16 +220,17 @@ def estimate(configs: dict, cfg, causal, settings: DryRunSettings) -> list[str]:
     rs = configs["rejection_sampling"]
     samples = (rs.max_prompts or records) * rs.generation.n
     gen_tokens = samples * rs.generation.max_new_tokens * 0.5
-    tp = rs.engine.tensor_parallel_size  # one engine: tensor parallel over tp GPUs, no data parallel
-    rows.append(f"rejection_sampling: vLLM at {rs.engine.gpu_memory_utilization:.0%} of {tp} GPU(s), of which "
-                f"{max(0.0, rs.engine.gpu_memory_utilization * settings.gpu_memory_gib - params * 2 / GIB):.0f} GiB "
-                f"KV cache; {samples:,} samples, ~{gen_tokens / 1e6:.0f} M tokens, "
-                f"~{gen_tokens / (DECODE_TOKENS_PER_SECOND * tp) / 60:.0f} min")
+    engines, tp = rs.engine.data_parallel_size, rs.engine.tensor_parallel_size
+    rows.append(f"rejection_sampling: {engines} vLLM engine(s) x {tp} GPU(s) at {rs.engine.gpu_memory_utilization:.0%}, "
+                f"~{max(0.0, rs.engine.gpu_memory_utilization * settings.gpu_memory_gib - params * 2 / GIB):.0f} GiB "
+                f"of KV cache each; {samples:,} samples, ~{gen_tokens / 1e6:.0f} M tokens, "
+                f"~{gen_tokens / (DECODE_TOKENS_PER_SECOND * engines * tp) / 60:.0f} min")
     ev = configs["evaluate"]
     eval_tokens = (1319 + 1098) * ev.generation.max_new_tokens * 0.5
+    gpus_per_eval = ev.engine.data_parallel_size * ev.engine.tensor_parallel_size
     rows.append(f"evaluate: ~{eval_tokens / 1e6:.1f} M tokens per model (both benchmarks), "
-                f"~{max(1, eval_tokens / (DECODE_TOKENS_PER_SECOND * ev.engine.tensor_parallel_size) / 60):.0f} min "
-                f"per model, {len(ev.models)} models")
+                f"~{max(1, eval_tokens / (DECODE_TOKENS_PER_SECOND * gpus_per_eval) / 60):.0f} min "
+                f"per model on {gpus_per_eval} GPU(s), {len(ev.models)} models")
     rows.append(f"(assumed: {EFFECTIVE_TFLOPS:.0f} TFLOPS per GPU in training, {DECODE_TOKENS_PER_SECOND:,} tokens/s "
                 f"per GPU in generation, mean length {MEAN_TRAIN_TOKENS_FRACTION:.0%} of the length filter, "
                 "generations half of max_new_tokens)")
@@ -253,7 +260,7 @@ def dry_run(profile: str | None) -> int:
         config, origin = model_config_dict(configs["base_model"], settings)
         print(f"model config: {origin}")
         cfg, causal, classifier = meta_models(config)
-        for line in check_model(configs, cfg, causal, classifier) + check_data(configs, settings):
+        for line in check_model(configs, cfg, causal, classifier, settings.gpus) + check_data(configs, settings):
             print(f"  ok  {line}")
         print("estimate:")
         for line in estimate(configs, cfg, causal, settings):

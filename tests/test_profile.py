@@ -89,6 +89,8 @@ def write_profile(tmp_path: Path, edit) -> str:
      r"sft.launch.config_file: accelerate config not found"),
     (lambda p: p["sft"].update(chat_template="trl:nope.jinja"), r"sft.chat_template: file not found"),
     (lambda p: p["dry_run"].update(model_config=None), r"not in the local Hub cache and the profile gives no"),
+    (lambda p: p["rejection_sampling"]["engine"].update(data_parallel_size=16),
+     r"rejection_sampling.engine.data_parallel_size: 16 engines x 1 GPUs need 16 GPUs; dry_run.gpus is 8"),
 ])
 def test_a_bad_profile_stops_the_dry_run_naming_the_key(tmp_path, capsys, edit, message):
     assert dry_run(write_profile(tmp_path, edit)) == 2
