@@ -41,10 +41,8 @@ def load_yaml(text: str):
     return yaml.load(text, Loader=ParamsLoader)  # noqa: S506 - a SafeLoader subclass
 
 
-def load_params(path: str | Path = PARAMS_FILE) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"parameter file not found: {path}")
+def read_yaml_mapping(path: Path) -> dict:
+    """A YAML file of parameter sections (params.yaml, a profile), with one clear error if it is not."""
     try:
         data = load_yaml(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
@@ -52,6 +50,13 @@ def load_params(path: str | Path = PARAMS_FILE) -> dict:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of sections at the top level")
     return data
+
+
+def load_params(path: str | Path = PARAMS_FILE) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"parameter file not found: {path}")
+    return read_yaml_mapping(path)
 
 
 def load_section(section: str, cls: type[T], path: str | Path = PARAMS_FILE) -> T:

@@ -15,9 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import yaml
-
-from mathpipe.config import load_yaml
+from mathpipe.config import read_yaml_mapping
 from mathpipe.errors import ConfigError
 
 PROFILES_DIR = Path("profiles")
@@ -33,14 +31,7 @@ def profile_path(name: str) -> Path:
 
 
 def load_profile(name: str) -> dict:
-    path = profile_path(name)
-    try:
-        data = load_yaml(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of params sections")
-    return data
+    return read_yaml_mapping(profile_path(name))
 
 
 def merge(base: dict, overrides: dict, prefix: str = "") -> dict:
