@@ -79,6 +79,13 @@ def _norm(color_scale: str, vmax: float, vmin_positive: float):
     return colors.Normalize(vmin=0.0, vmax=vmax)
 
 
+def _shared_norm(squares: list, color_scale: str):
+    """One colour scale for several panels: up to the largest weight among them."""
+    vmax = max(float(s.max()) for s in squares)
+    positive = [float(s[s > 0].min()) for s in squares if (s > 0).any()]
+    return _norm(color_scale, vmax, min(positive, default=1e-6))
+
+
 def _scale_words(color_scale: str) -> str:
     return {"linear": "linear scale", "sqrt": "square-root scale", "log": "log scale"}[color_scale]
 
@@ -162,9 +169,7 @@ def attention_figure(record: AttentionRecord, position: int, lo: int, hi: int, h
     panels = [(f"mean of {record.num_heads} heads", weights.mean(axis=0))] if heads is None else [
         (f"head {h}", weights[h]) for h in heads]
     squares = [(title, _window(m, lo, hi)) for title, m in panels]
-    vmax = max(float(s.max()) for _, s in squares)
-    positive = [float(s[s > 0].min()) for _, s in squares if (s > 0).any()]
-    norm = _norm(color_scale, vmax, min(positive, default=1e-6))
+    norm = _shared_norm([s for _, s in squares], color_scale)
     labels = record.labels[lo:hi]
 
     ncols = min(4, len(squares))
@@ -195,9 +200,7 @@ def comparison_figure(records: list[AttentionRecord], position: int, bounds: lis
     Each model answers the prompt in its own words, so each panel has its own token labels.
     """
     squares = [_window(r.weights[position].mean(axis=0), lo, hi) for r, (lo, hi) in zip(records, bounds)]
-    vmax = max(float(s.max()) for s in squares)
-    positive = [float(s[s > 0].min()) for s in squares if (s > 0).any()]
-    norm = _norm(color_scale, vmax, min(positive, default=1e-6))
+    norm = _shared_norm(squares, color_scale)
     side = max(hi - lo for lo, hi in bounds) * CELL_INCHES
     label_width = max(_label_inches(r.labels[lo:hi]) for r, (lo, hi) in zip(records, bounds))
     fig, axes, cax, title_y = _heatmap_grid(1, len(records), side, label_width, title_lines=1,
