@@ -1,7 +1,7 @@
 """Several training processes through `accelerate launch`; one plain process by default.
 
     cfg = load_section("sft", SFTStageConfig)
-    relaunch_under_accelerate(cfg.launch, "stages.sft", "sft.launch")   # returns at once when num_processes is 1
+    enter_launch(cfg.launch, "stages.sft", "sft.launch")   # returns at once when num_processes is 1
     state = distributed_state()          # accelerate's PartialState: rank, device, barriers
 
 A training stage starts as `python -m stages.<stage>` (dvc.yaml). When `<stage>.launch.num_processes`
@@ -51,6 +51,13 @@ def inside_launch() -> bool:
 def launch_command(settings: LaunchSettings, module: str) -> list[str]:
     return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", settings.config_file,
             "--num_processes", str(settings.num_processes), "-m", module]
+
+
+def enter_launch(settings: LaunchSettings, module: str, prefix: str) -> None:
+    """At the top of a training stage: relaunch under accelerate when the params ask for several
+    processes (this call then never returns), else check this run has the process count asked for."""
+    relaunch_under_accelerate(settings, module, prefix)
+    check_world_size(settings, prefix)
 
 
 def relaunch_under_accelerate(settings: LaunchSettings, module: str, prefix: str) -> None:

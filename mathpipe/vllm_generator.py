@@ -68,6 +68,11 @@ def unavailable_reason(model_path: str) -> str | None:
     return None
 
 
+def max_model_len(model_path: str, engine: EngineSettings) -> int | None:
+    """engine.max_model_len, or the model's max_position_embeddings."""
+    return engine.max_model_len or read_json(Path(model_path) / "config.json").get("max_position_embeddings")
+
+
 class VLLMGenerator:
     name = "vllm"
 
@@ -81,8 +86,7 @@ class VLLMGenerator:
         from vllm import LLM
 
         self.tokenizer = load_tokenizer(model_path, trust_remote_code=engine.trust_remote_code)
-        config = read_json(Path(model_path) / "config.json")
-        self.max_length = engine.max_model_len or config.get("max_position_embeddings")
+        self.max_length = max_model_len(model_path, engine)
         device = "cuda" if cuda else "cpu"
         dtype = resolve_dtype(engine.dtype, device)
         memory = ({"gpu_memory_utilization": engine.gpu_memory_utilization} if cuda
@@ -202,7 +206,7 @@ class DataParallelVLLM:
 
         model_path = str(require_model_dir(model_path))
         self.tokenizer = load_tokenizer(model_path, trust_remote_code=engine.trust_remote_code)
-        self.max_length = engine.max_model_len or read_json(Path(model_path) / "config.json").get("max_position_embeddings")
+        self.max_length = max_model_len(model_path, engine)
         size = engine.data_parallel_size
         if torch.cuda.is_available():
             visible = os.environ.get("CUDA_VISIBLE_DEVICES")

@@ -35,13 +35,13 @@ def main() -> None:
     model_dir = require_model_dir(Path(cfg.models_dir) / args.model)
 
     records = record_attention(args.model, model_dir, cfg)
+    heads = resolve_heads(cfg.heads, records[0].num_heads, "attention.heads")
     plotting.setup()
     with atomic_dir(Path(cfg.data_dir) / args.model) as data_dir, \
             atomic_dir(Path(cfg.plots_dir) / args.model) as plots_dir:
         for record in records:
             record.save(data_dir)
             lo, hi = window_bounds(cfg.window, len(record.labels), "attention.window")
-            heads = resolve_heads(cfg.heads, record.num_heads, "attention.heads")
             for position, spec in enumerate(record.layer_specs):
                 fig = plotting.attention_figure(record, position, lo, hi, heads, cfg.color_scale)
                 plotting.save_figure(fig, plots_dir, f"{record.prompt_name}_{layer_stem(spec)}", cfg.dpi)

@@ -13,15 +13,14 @@ from mathpipe.cli import run_stage
 from mathpipe.config import load_section
 from mathpipe.dpo import DPOStageConfig, run_dpo
 from mathpipe.io import write_json
-from mathpipe.launch import check_world_size, is_main_process, relaunch_under_accelerate
+from mathpipe.launch import enter_launch, is_main_process
 
 log = logging.getLogger("stages.dpo")
 
 
 def main() -> None:
     cfg = load_section("dpo", DPOStageConfig)
-    relaunch_under_accelerate(cfg.launch, "stages.dpo", "dpo.launch")
-    check_world_size(cfg.launch, "dpo.launch")
+    enter_launch(cfg.launch, "stages.dpo", "dpo.launch")
     summary = run_dpo(cfg)
     if not is_main_process():
         return

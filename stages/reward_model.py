@@ -12,7 +12,7 @@ import logging
 from mathpipe.cli import run_stage
 from mathpipe.config import load_section
 from mathpipe.io import write_json
-from mathpipe.launch import check_world_size, is_main_process, relaunch_under_accelerate
+from mathpipe.launch import enter_launch, is_main_process
 from mathpipe.reward import RewardStageConfig, run_reward_model
 
 log = logging.getLogger("stages.reward_model")
@@ -20,8 +20,7 @@ log = logging.getLogger("stages.reward_model")
 
 def main() -> None:
     cfg = load_section("reward_model", RewardStageConfig)
-    relaunch_under_accelerate(cfg.launch, "stages.reward_model", "reward_model.launch")
-    check_world_size(cfg.launch, "reward_model.launch")
+    enter_launch(cfg.launch, "stages.reward_model", "reward_model.launch")
     summary = run_reward_model(cfg)
     if not is_main_process():
         return

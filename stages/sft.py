@@ -11,7 +11,7 @@ import logging
 from mathpipe.cli import run_stage
 from mathpipe.config import load_section
 from mathpipe.io import write_json
-from mathpipe.launch import check_world_size, is_main_process, relaunch_under_accelerate
+from mathpipe.launch import enter_launch, is_main_process
 from mathpipe.sft import SFTStageConfig, run_sft
 
 log = logging.getLogger("stages.sft")
@@ -19,8 +19,7 @@ log = logging.getLogger("stages.sft")
 
 def main() -> None:
     cfg = load_section("sft", SFTStageConfig)
-    relaunch_under_accelerate(cfg.launch, "stages.sft", "sft.launch")
-    check_world_size(cfg.launch, "sft.launch")
+    enter_launch(cfg.launch, "stages.sft", "sft.launch")
     summary = run_sft(cfg)
     if not is_main_process():
         return
