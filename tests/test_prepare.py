@@ -131,7 +131,7 @@ def test_pairs_are_conversational_and_verified(prepared):
         sft_ids = {r["id"] for r in files[f"sft_{split}.jsonl"]}
         for pair in files[f"pairs_{split}.jsonl"]:
             assert set(pair) == {"id", "answer", "prompt", "chosen", "rejected"}
-            assert pair["id"] in sft_ids  # a pair stays in the split of its problem
+            assert pair["id"].split("#")[0] in sft_ids  # a pair stays in the split of its problem
             assert [m["role"] for m in pair["prompt"]] == ["user"]
             assert pair["prompt"][0]["content"].endswith(prompts.instruction())
             assert [m["role"] for m in pair["chosen"]] == [m["role"] for m in pair["rejected"]] == ["assistant"]
@@ -140,6 +140,26 @@ def test_pairs_are_conversational_and_verified(prepared):
             assert prompts.THINK_CLOSE in chosen and prompts.THINK_CLOSE in rejected
             assert is_equivalent(extract_answer(chosen), pair["answer"])
             assert not is_equivalent(extract_answer(rejected), pair["answer"])
+
+
+def test_pairs_per_problem_pairs_every_wrong_trace_once(prepared, prepare_config, sample_dir, tmp_path):
+    _, summary, _, files = prepared
+    more = prepare(prepare_config(tmp_path / "p", pairs_per_problem=3))
+    rows = openr1_rows(sample_dir)
+    for split in ("train", "val"):
+        pairs = read_jsonl(tmp_path / f"p/pairs_{split}.jsonl")
+        assert len({p["id"] for p in pairs}) == len(pairs) == more["pairs"][split]
+        by_problem: dict[str, list[dict]] = {}
+        for pair in pairs:
+            by_problem.setdefault(pair["id"].split("#")[0], []).append(pair)
+        # the first pair of a problem is the one of the default (pairs_per_problem: 1)
+        assert [group[0] for group in by_problem.values()] == files[f"pairs_{split}.jsonl"]
+        for uuid, group in by_problem.items():
+            wrong = [g for g, ok, done in zip(rows[uuid]["generations"], rows[uuid]["correctness_math_verify"],
+                                              rows[uuid]["is_reasoning_complete"]) if ok is False and done]
+            assert [p["rejected"][0]["content"] for p in group] == wrong[:3]
+    assert more["pairs"]["kept"] > summary["pairs"]["kept"]
+    assert more["sft"] == summary["sft"]  # the SFT records do not change
 
 
 def test_eval_sets_keep_the_questions_and_their_gold(prepared, sample_dir):
@@ -448,6 +468,7 @@ def test_a_failed_run_keeps_the_previous_output(prepared, prepare_config, copy_s
         ("prepare:\n  filters:\n    max_tok: 5\n", "prepare.filters.max_tok: unknown parameter"),
         ("prepare:\n  batch_size: lots\n", "prepare.batch_size: expected an integer, got str 'lots'"),
         ("prepare:\n  sft_sources: [openr1, gsm8k, math]\n", "prepare.sft_sources[2]: must be one of"),
+        ("prepare:\n  pairs_per_problem: 0\n", "prepare.pairs_per_problem: must be > 0"),
     ],
 )
 def test_unknown_or_ill_typed_parameter(tmp_path, text, key):

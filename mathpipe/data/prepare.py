@@ -96,6 +96,7 @@ class PrepareConfig:
     trace: Literal["generation", "solution"] = "generation"
     template: str = prompts.DEFAULT_TEMPLATE
     filters: Filters = field(default_factory=Filters)
+    pairs_per_problem: int = 1  # preference pairs per problem: each a different incorrect trace
     val_fraction: float = 0.05
     max_train_rows: int | None = None
     split_seed: int = 0
@@ -105,6 +106,7 @@ class PrepareConfig:
         check(bool(self.sft_sources), f"{prefix}.sft_sources", "must name at least one source")
         check_range(self.val_fraction, f"{prefix}.val_fraction", 0.0, 0.5)
         check_positive(self.batch_size, f"{prefix}.batch_size")
+        check_positive(self.pairs_per_problem, f"{prefix}.pairs_per_problem")
         if self.max_train_rows is not None:
             check_positive(self.max_train_rows, f"{prefix}.max_train_rows")
         if self.source == "sample":
@@ -225,12 +227,10 @@ def filter_openr1_row(row: dict, f: Filters, counts: Counter) -> list[int] | Non
     return usable
 
 
-def _rejected_trace(row: dict) -> str | None:
-    """An incorrect but complete, finished generation of the same problem, if any."""
-    for i, text in enumerate(row["generations"] or []):
-        if _flag(row["correctness_math_verify"], i) is False and _complete(row, i) and _finished(row, i):
-            return text
-    return None
+def _rejected_traces(row: dict) -> list[str]:
+    """The incorrect but complete, finished generations of the same problem, in their order."""
+    return [text for i, text in enumerate(row["generations"] or [])
+            if _flag(row["correctness_math_verify"], i) is False and _complete(row, i) and _finished(row, i)]
 
 
 class TokenCounter:
@@ -272,17 +272,17 @@ class _Collector:
         cap = self.cfg.max_train_rows
         return cap is not None and len(self.sft["train"]) >= cap
 
-    def add(self, candidates: list[tuple[dict, dict | None]], counts: Counter) -> None:
-        """candidates: (SFT record, preference pair or None) of one batch of source rows."""
+    def add(self, candidates: list[tuple[dict, list[dict]]], counts: Counter) -> None:
+        """candidates: (SFT record, its preference pairs) of one batch of source rows."""
         if not candidates:
             return
         limit = self.cfg.filters.max_tokens
         lengths = self.count_tokens([record["messages"] for record, _ in candidates])
-        with_pair = [pair for _, pair in candidates if pair is not None]
-        chosen = iter(self.count_tokens([p["prompt"] + p["chosen"] for p in with_pair]))
-        rejected = iter(self.count_tokens([p["prompt"] + p["rejected"] for p in with_pair]))
-        for (record, pair), length in zip(candidates, lengths):
-            pair_length = max(next(chosen), next(rejected)) if pair is not None else 0
+        all_pairs = [pair for _, pairs in candidates for pair in pairs]
+        chosen = iter(self.count_tokens([p["prompt"] + p["chosen"] for p in all_pairs]))
+        rejected = iter(self.count_tokens([p["prompt"] + p["rejected"] for p in all_pairs]))
+        for (record, pairs), length in zip(candidates, lengths):
+            pair_lengths = [max(next(chosen), next(rejected)) for _ in pairs]
             if length > limit:
                 counts["dropped_max_tokens"] += 1
                 continue
@@ -290,7 +290,7 @@ class _Collector:
             if split == "train" and self.full():
                 continue
             self.sft[split].append(record)
-            if pair is not None:
+            for pair, pair_length in zip(pairs, pair_lengths):
                 self.pair_counts["candidates"] += 1
                 if pair_length > limit:
                     self.pair_counts["dropped_max_tokens"] += 1
@@ -341,7 +341,7 @@ def run_prepare(cfg: PrepareConfig, tokenizer, inputs: Inputs) -> dict:
                 reasoning, answer = gsm8k_reasoning(row["answer"])
                 output = prompts.response(reasoning, answer)
                 record = sft_record(f"gsm8k-train-{i}", "gsm8k", row["question"], answer, output, cfg.template)
-                candidates.append((record, None))
+                candidates.append((record, []))
         for chunk in _batched(iter(candidates), cfg.batch_size):
             kept.add(chunk, c)
 
@@ -378,8 +378,9 @@ def run_prepare(cfg: PrepareConfig, tokenizer, inputs: Inputs) -> dict:
     return summary
 
 
-def openr1_records(row: dict, usable: list[int], cfg: PrepareConfig) -> tuple[dict, dict | None]:
-    """The SFT record of a kept OpenR1 row, and its preference pair when it has a wrong trace too."""
+def openr1_records(row: dict, usable: list[int], cfg: PrepareConfig) -> tuple[dict, list[dict]]:
+    """The SFT record of a kept OpenR1 row, and its preference pairs: up to cfg.pairs_per_problem
+    incorrect traces, each against a correct one (the usable correct traces taken in turn)."""
     answer = row["answer"] or ""
     trace = row["generations"][usable[0]]
     if cfg.trace == "generation":
@@ -387,11 +388,12 @@ def openr1_records(row: dict, usable: list[int], cfg: PrepareConfig) -> tuple[di
     else:
         output = prompts.response(row["solution"] or "", answer)
     record = sft_record(row["uuid"], "openr1", row["problem"], answer, output, cfg.template)
-    rejected = _rejected_trace(row)
-    pair = None
-    if rejected is not None:
-        pair = pair_record(row["uuid"], row["problem"], answer, trace, rejected, cfg.template)
-    return record, pair
+    pairs = []
+    for k, rejected in enumerate(_rejected_traces(row)[: cfg.pairs_per_problem]):
+        chosen = row["generations"][usable[k % len(usable)]]
+        rid = row["uuid"] if k == 0 else f"{row['uuid']}#{k}"  # the first keeps the problem's id
+        pairs.append(pair_record(rid, row["problem"], answer, chosen, rejected, cfg.template))
+    return record, pairs
 
 
 _CALCULATOR = re.compile(r"<<[^<>]*>>")
