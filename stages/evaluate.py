@@ -1,11 +1,12 @@
-"""evaluate: exact-answer accuracy of one model on one benchmark, by greedy generation.
+"""evaluate: exact-answer accuracy of one model on every benchmark, by greedy generation.
 
-    python -m stages.evaluate --model base --benchmark gsm8k
+    python -m stages.evaluate --model sft                      # every benchmark of evaluate.benchmarks
+    python -m stages.evaluate --model sft --benchmark gsm8k    # one of them
 
 Reads models/<model>/ and data/prepared/eval/<benchmark>.jsonl; writes the per-sample predictions to
 data/predictions/<model>/<benchmark>.jsonl and metrics/eval/<model>/<benchmark>.json (accuracy,
-n, correct, 95% Wilson interval and the config that produced them). dvc.yaml runs it for every
-model x benchmark.
+n, correct, 95% Wilson interval and the config that produced them). dvc.yaml runs it once per
+model: the model is loaded (and the engine started) once for all benchmarks.
 """
 
 import argparse
@@ -27,42 +28,47 @@ log = logging.getLogger("stages.evaluate")
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", required=True, help="a name from evaluate.models (a folder under models_dir)")
-    parser.add_argument("--benchmark", required=True, help="a name from evaluate.benchmarks")
+    parser.add_argument("--benchmark", action="append",
+                        help="a name from evaluate.benchmarks (repeatable; default: all of them)")
     args = parser.parse_args()
 
     cfg = from_dict(EvaluateConfig, load_params().get("evaluate"), "evaluate")
     if args.model not in cfg.models:
         raise ConfigError(f"--model {args.model}: not in evaluate.models {cfg.models}")
-    if args.benchmark not in cfg.benchmarks:
-        raise ConfigError(f"--benchmark {args.benchmark}: not in evaluate.benchmarks {cfg.benchmarks}")
+    for name in args.benchmark or []:
+        if name not in cfg.benchmarks:
+            raise ConfigError(f"--benchmark {name}: not in evaluate.benchmarks {cfg.benchmarks}")
     model_dir = require_model_dir(Path(cfg.models_dir) / args.model)
-    rows = read_jsonl(Path(cfg.eval_dir) / f"{args.benchmark}.jsonl", required=("id", "question", "gold"))
-    if cfg.max_samples is not None:
-        rows = rows[: cfg.max_samples]
+    # Every question file is read (and checked) before the model is loaded.
+    benchmarks = {}
+    for name in args.benchmark or cfg.benchmarks:
+        rows = read_jsonl(Path(cfg.eval_dir) / f"{name}.jsonl", required=("id", "question", "gold"))
+        benchmarks[name] = rows[: cfg.max_samples] if cfg.max_samples is not None else rows
 
     generator = make_generator(str(model_dir), cfg.engine)
     try:
-        result = evaluate(generator, rows, cfg.generation, cfg.template)
+        results = {name: evaluate(generator, rows, cfg.generation, cfg.template) for name, rows in benchmarks.items()}
     finally:
         generator.close()
     origin = read_origin(model_dir)
-    result.metrics["config"] = {
-        "model": args.model,
-        "model_id": origin.get("model_id"),
-        "revision": origin.get("revision"),
-        "benchmark": args.benchmark,
-        "prompt_template": cfg.template,
-        "prompt_template_hash": prompts.template_hash(generator.tokenizer, cfg.template),
-        "backend": generator.name,
-        "max_new_tokens": cfg.generation.max_new_tokens,
-        "temperature": cfg.generation.temperature,
-        "seed": cfg.generation.seed,
-    }
-    write_jsonl(Path(cfg.predictions_dir) / args.model / f"{args.benchmark}.jsonl", result.predictions)
-    write_json(Path(cfg.metrics_dir) / args.model / f"{args.benchmark}.json", result.metrics)
-    m = result.metrics
-    log.info("%s on %s: accuracy %.3f (%d/%d, 95%% CI %.3f-%.3f)", args.model, args.benchmark,
-             m["accuracy"], m["correct"], m["n"], m["ci95_low"], m["ci95_high"])
+    for name, result in results.items():
+        result.metrics["config"] = {
+            "model": args.model,
+            "model_id": origin.get("model_id"),
+            "revision": origin.get("revision"),
+            "benchmark": name,
+            "prompt_template": cfg.template,
+            "prompt_template_hash": prompts.template_hash(generator.tokenizer, cfg.template),
+            "backend": generator.name,
+            "max_new_tokens": cfg.generation.max_new_tokens,
+            "temperature": cfg.generation.temperature,
+            "seed": cfg.generation.seed,
+        }
+        write_jsonl(Path(cfg.predictions_dir) / args.model / f"{name}.jsonl", result.predictions)
+        write_json(Path(cfg.metrics_dir) / args.model / f"{name}.json", result.metrics)
+        m = result.metrics
+        log.info("%s on %s: accuracy %.3f (%d/%d, 95%% CI %.3f-%.3f)", args.model, name,
+                 m["accuracy"], m["correct"], m["n"], m["ci95_low"], m["ci95_high"])
 
 
 if __name__ == "__main__":

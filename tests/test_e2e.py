@@ -159,9 +159,11 @@ def test_changing_an_evaluation_param_reruns_only_evaluation(project):
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     out = run(["dvc", "repro"], project)
     ran = sorted(line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage"))
-    evaluations = [f"evaluate@{m}-{b}" for m in ("base", "sft", "dpo") for b in ("gsm8k", "cmath")]
+    evaluations = [f"evaluate@{m}" for m in ("base", "sft", "dpo")]  # one stage per model, both benchmarks
     assert ran == sorted([*evaluations, "report"])  # the report reads the evaluations' metrics
-    assert json.loads((project / "metrics/eval/base/gsm8k.json").read_text())["n"] == 10
+    for model in ("base", "sft", "dpo"):
+        for benchmark in ("gsm8k", "cmath"):
+            assert json.loads((project / f"metrics/eval/{model}/{benchmark}.json").read_text())["n"] == 10
 
 
 def test_an_experiment_shows_changed_curves_and_images_beside_the_committed_run(project, tmp_path):
