@@ -51,19 +51,20 @@ def main() -> None:
     finally:
         generator.close()
     origin = read_origin(model_dir)
+    config = {
+        "model": args.model,
+        "model_id": origin.get("model_id"),
+        "revision": origin.get("revision"),
+        "benchmark": None,  # set per benchmark below (the key keeps its place in the file)
+        "prompt_template": cfg.template,
+        "prompt_template_hash": prompts.template_hash(generator.tokenizer, cfg.template),
+        "backend": generator.name,
+        "max_new_tokens": cfg.generation.max_new_tokens,
+        "temperature": cfg.generation.temperature,
+        "seed": cfg.generation.seed,
+    }
     for name, result in results.items():
-        result.metrics["config"] = {
-            "model": args.model,
-            "model_id": origin.get("model_id"),
-            "revision": origin.get("revision"),
-            "benchmark": name,
-            "prompt_template": cfg.template,
-            "prompt_template_hash": prompts.template_hash(generator.tokenizer, cfg.template),
-            "backend": generator.name,
-            "max_new_tokens": cfg.generation.max_new_tokens,
-            "temperature": cfg.generation.temperature,
-            "seed": cfg.generation.seed,
-        }
+        result.metrics["config"] = {**config, "benchmark": name}
         write_jsonl(Path(cfg.predictions_dir) / args.model / f"{name}.jsonl", result.predictions)
         write_json(Path(cfg.metrics_dir) / args.model / f"{name}.json", result.metrics)
         m = result.metrics
