@@ -85,12 +85,7 @@ def model_config_dict(base, settings: DryRunSettings) -> tuple[dict, str]:
                             "profile gives no dry_run.model_config")
     if base.source == "local":
         return read_json(Path(base.local_path) / "config.json"), f"{base.local_path}/config.json"
-    tiny = base.tiny
-    return ({"model_type": "qwen3", "hidden_size": tiny.hidden_size, "intermediate_size": tiny.intermediate_size,
-             "num_hidden_layers": tiny.num_hidden_layers, "num_attention_heads": tiny.num_attention_heads,
-             "num_key_value_heads": tiny.num_key_value_heads, "head_dim": tiny.head_dim,
-             "vocab_size": tiny.vocab_size, "max_position_embeddings": tiny.max_position_embeddings,
-             "tie_word_embeddings": True}, "base_model.tiny")
+    return {"model_type": "qwen3", **base.tiny.architecture(base.tiny.vocab_size)}, "base_model.tiny"
 
 
 def meta_models(config: dict):
@@ -137,16 +132,14 @@ def check_model(configs: dict, cfg, causal, classifier, gpus_available: int) -> 
             if generation >= engine.max_model_len:
                 raise ConfigError(f"{stage}.generation.max_new_tokens: {generation} leaves no room for the prompt "
                                   f"in {stage}.engine.max_model_len {engine.max_model_len}")
-    for key, value in lengths.items():
-        if value is not None and value > context:
-            raise ConfigError(f"{key}: {value} is longer than the model's context ({context} tokens)")
-    lines.append(f"lengths: all within the model's context of {context:,} tokens")
-    for stage in ("evaluate", "rejection_sampling"):
-        engine = configs[stage].engine
         gpus = engine.data_parallel_size * engine.tensor_parallel_size
         if engine.backend == "vllm" and gpus > gpus_available:
             raise ConfigError(f"{stage}.engine.data_parallel_size: {engine.data_parallel_size} engines x "
                               f"{engine.tensor_parallel_size} GPUs need {gpus} GPUs; dry_run.gpus is {gpus_available}")
+    for key, value in lengths.items():
+        if value is not None and value > context:
+            raise ConfigError(f"{key}: {value} is longer than the model's context ({context} tokens)")
+    lines.append(f"lengths: all within the model's context of {context:,} tokens")
     return lines
 
 

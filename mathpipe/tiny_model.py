@@ -62,6 +62,14 @@ class TinyModelConfig:
     def init_std(self) -> float:
         return self.initializer_range if self.initializer_range is not None else self.hidden_size ** -0.5
 
+    def architecture(self, vocab_size: int) -> dict:
+        """The shape keys of the Qwen3 config (tied embeddings, like Qwen3-0.6B, so the LoRA and merge
+        paths meet tied weights); vocab_size is the trained tokenizer's."""
+        return {"vocab_size": vocab_size, "hidden_size": self.hidden_size, "intermediate_size": self.intermediate_size,
+                "num_hidden_layers": self.num_hidden_layers, "num_attention_heads": self.num_attention_heads,
+                "num_key_value_heads": self.num_key_value_heads, "head_dim": self.head_dim,
+                "max_position_embeddings": self.max_position_embeddings, "tie_word_embeddings": True}
+
     def validate(self, prefix: str) -> None:
         if self.initializer_range is not None:
             check_positive(self.initializer_range, f"{prefix}.initializer_range")
@@ -109,16 +117,8 @@ def build_model(tokenizer: PreTrainedTokenizerFast, cfg: TinyModelConfig, seed: 
     eos = tokenizer.convert_tokens_to_ids(IM_END)
     pad = tokenizer.convert_tokens_to_ids(PAD)
     config = Qwen3Config(
-        vocab_size=len(tokenizer),
-        hidden_size=cfg.hidden_size,
-        intermediate_size=cfg.intermediate_size,
-        num_hidden_layers=cfg.num_hidden_layers,
-        num_attention_heads=cfg.num_attention_heads,
-        num_key_value_heads=cfg.num_key_value_heads,
-        head_dim=cfg.head_dim,
-        max_position_embeddings=cfg.max_position_embeddings,
+        **cfg.architecture(len(tokenizer)),
         initializer_range=cfg.init_std(),
-        tie_word_embeddings=True,  # like Qwen3-0.6B, so the LoRA/merge path meets tied weights
         eos_token_id=eos,
         pad_token_id=pad,
         bos_token_id=None,
