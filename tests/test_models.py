@@ -188,6 +188,20 @@ def test_base_model_build_is_byte_identical(tiny_model_dir, sample_dir, tmp_path
     assert other["revision"] != summary["revision"]  # the fingerprint follows the weights
 
 
+def test_pretraining_trains_on_every_token_of_every_text_and_its_eos(tiny_model_dir):
+    """Each text is one sequence ending with EOS; padding is neither trained on nor counted."""
+    from mathpipe.pretrain import PretrainSettings, pretrain
+
+    tokenizer = load_tokenizer(tiny_model_dir)
+    texts = ["Tom has 3 apples.\n3 + 4 = 7", "小明有5本书。", "12 * 3 = 36, 36 / 4 = 9"] * 4  # unequal lengths: padded
+    model = load_causal_lm(tiny_model_dir, device="cpu")
+    figures = pretrain(model, tokenizer, texts, PretrainSettings(epochs=2, batch_size=4, warmup_steps=0), seed=0)
+    per_epoch = sum(len(ids_of(tokenizer, t)) + 1 for t in texts)  # + EOS
+    assert figures["pretrain_tokens"] == 2 * per_epoch
+    assert figures["pretrain_steps"] == 2 * 3 and figures["pretrain_texts"] == len(texts)
+    assert tokenizer.padding_side == "left" and not model.training  # ready to generate
+
+
 def test_pretraining_learns_the_corpus_and_is_reproducible(tiny_model_dir, sample_dir, tmp_path):
     """Pre-training on the corpus text lowers its loss, records its figures, and is byte-identical twice."""
     from mathpipe.base_model import pretraining_texts
