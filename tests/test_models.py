@@ -189,7 +189,7 @@ def test_base_model_build_is_byte_identical(tiny_model_dir, sample_dir, tmp_path
 
 
 def test_pretraining_trains_on_every_token_of_every_text_and_its_eos(tiny_model_dir):
-    """Each text is one sequence ending with EOS; padding is neither trained on nor counted."""
+    """Each text is one sequence ending with EOS, every token of it counted once per epoch, no padding."""
     from mathpipe.pretrain import PretrainSettings, pretrain
 
     tokenizer = load_tokenizer(tiny_model_dir)
