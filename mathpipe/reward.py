@@ -3,6 +3,7 @@
     summary = run_reward_model(cfg)          # trains, writes cfg.out_dir, returns held-out figures
     scorer = RewardScorer("models/reward")
     scorer.score(prompts, responses)          # one float per (question, response), batched
+    mean_response_logprobs("models/sft", prompts, responses)   # the backbone's own likelihood baseline
 
 The model is a sequence-classification head (one logit) over the base or SFT model. With LoRA the
 adapter and the new head are trained, then merged, so cfg.out_dir is a standalone checkpoint.
@@ -51,6 +52,7 @@ class RewardStageConfig:
     live_dir: str = "dvclive/reward_model"
     trust_remote_code: bool = False
     score_batch_size: int = 32
+    likelihood_baseline: bool = True  # also rank the held-out pairs by the backbone LM's own likelihood
     lora: LoraSettings = field(default_factory=LoraSettings)
     train: TrainSettings = field(default_factory=TrainSettings)
     launch: LaunchSettings = field(default_factory=LaunchSettings)  # processes: accelerate launch
@@ -107,6 +109,47 @@ class RewardScorer:
             for i, value in zip(batch, logits.float().tolist()):
                 scores[i] = value
         return scores
+
+
+def mean_response_logprobs(model_dir: str | Path, prompt_list: list, responses: list, batch_size: int = 8,
+                           dtype: str = "auto", trust_remote_code: bool = False,
+                           device: str | None = None) -> list[float]:
+    """Mean log-probability per response token under a causal LM, one float per (prompt, response).
+
+    The prompt and response are rendered as one chat conversation, like RewardScorer does; the
+    response tokens are those after the longest token prefix shared with the rendered prompt.
+    """
+    import torch
+
+    from mathpipe.models import load_causal_lm, load_tokenizer
+
+    tokenizer = load_tokenizer(model_dir, trust_remote_code=trust_remote_code, padding_side="right")
+    model = load_causal_lm(model_dir, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
+    sequences = []
+    for prompt, reply in zip(prompt_list, responses, strict=True):
+        turns = prompts.messages(prompt) if isinstance(prompt, str) else list(prompt)
+        reply_turns = [{"role": "assistant", "content": reply}] if isinstance(reply, str) else list(reply)
+        head = tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
+        full = tokenizer.apply_chat_template(turns + reply_turns, tokenize=False)
+        head_ids = tokenizer(head, add_special_tokens=False)["input_ids"]
+        full_ids = tokenizer(full, add_special_tokens=False)["input_ids"]
+        shared = next((i for i, (a, b) in enumerate(zip(head_ids, full_ids)) if a != b),
+                      min(len(head_ids), len(full_ids)))
+        sequences.append((full_ids, max(shared, 1)))
+    means = []
+    for start in tqdm(range(0, len(sequences), batch_size), desc="likelihood", unit="batch", leave=False,
+                      disable=len(sequences) <= batch_size):
+        batch = sequences[start:start + batch_size]
+        inputs = tokenizer.pad({"input_ids": [ids for ids, _ in batch]}, return_tensors="pt").to(model.device)
+        with torch.no_grad():
+            logits = model(**inputs).logits
+        for row, (ids, first) in enumerate(batch):
+            # Token t is predicted at position t - 1: the response's tokens only, never padding.
+            # One row at a time in float32, so a 150k-token vocabulary does not multiply the batch.
+            predicted = torch.log_softmax(logits[row, first - 1:len(ids) - 1].float(), dim=-1)
+            targets = inputs["input_ids"][row, first:len(ids), None]
+            means.append(predicted.gather(-1, targets).mean().item())
+    return means
 
 
 def pairwise_metrics(chosen: list[float], rejected: list[float]) -> dict:
@@ -182,6 +225,13 @@ def run_reward_model(cfg: RewardStageConfig, prefix: str = "reward_model") -> di
         rejected = scorer.score([r["prompt"] for r in val_rows], [r["rejected"] for r in val_rows])
     clear_checkpoints(Path(cfg.checkpoint_dir))
     held_out = pairwise_metrics(chosen, rejected)
+    if cfg.likelihood_baseline:
+        # What the backbone already knows: a trained reward model should rank pairs at least this well.
+        ranked = [mean_response_logprobs(model_dir, [r["prompt"] for r in val_rows], [r[side] for r in val_rows],
+                                         batch_size=cfg.train.eval_batch_size, dtype=cfg.train.dtype,
+                                         trust_remote_code=cfg.trust_remote_code, device=device)
+                  for side in ("chosen", "rejected")]
+        held_out["likelihood_baseline_accuracy"] = pairwise_metrics(*ranked)["accuracy"]
     return {
         "method": "lora" if peft_config else "full",
         "backbone": str(model_dir),
