@@ -71,6 +71,12 @@ def load_pairs(path: str | Path, limit: int | None = None) -> list[dict]:
     return read_pairs([Path(path)], "trl", limit=limit)
 
 
+def conversation(prompt: str | list[dict], response: str | list[dict]) -> list[dict]:
+    """A (question or chat prompt, answer text or assistant turns) pair as one list of chat turns."""
+    turns = prompts.messages(prompt) if isinstance(prompt, str) else list(prompt)
+    return turns + ([{"role": "assistant", "content": response}] if isinstance(response, str) else list(response))
+
+
 class RewardScorer:
     """Scores (question or chat prompt, response) with a saved reward model, in batches."""
 
@@ -92,9 +98,7 @@ class RewardScorer:
         self._torch = torch
 
     def render(self, prompt: str | list[dict], response: str | list[dict]) -> str:
-        turns = prompts.messages(prompt) if isinstance(prompt, str) else list(prompt)
-        turns += [{"role": "assistant", "content": response}] if isinstance(response, str) else list(response)
-        return self.tokenizer.apply_chat_template(turns, tokenize=False)
+        return self.tokenizer.apply_chat_template(conversation(prompt, response), tokenize=False)
 
     def score(self, prompt_list: list, responses: list) -> list[float]:
         texts = [self.render(p, r) for p, r in zip(prompt_list, responses, strict=True)]
@@ -127,10 +131,9 @@ def mean_response_logprobs(model_dir: str | Path, prompt_list: list, responses: 
     model = load_causal_lm(model_dir, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
     sequences = []
     for prompt, reply in zip(prompt_list, responses, strict=True):
-        turns = prompts.messages(prompt) if isinstance(prompt, str) else list(prompt)
-        reply_turns = [{"role": "assistant", "content": reply}] if isinstance(reply, str) else list(reply)
+        turns = conversation(prompt, [])
         head = tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
-        full = tokenizer.apply_chat_template(turns + reply_turns, tokenize=False)
+        full = tokenizer.apply_chat_template(conversation(prompt, reply), tokenize=False)
         head_ids = tokenizer(head, add_special_tokens=False)["input_ids"]
         full_ids = tokenizer(full, add_special_tokens=False)["input_ids"]
         shared = next((i for i, (a, b) in enumerate(zip(head_ids, full_ids)) if a != b),
