@@ -242,6 +242,8 @@ def save_trained(trainer, tokenizer, out_dir: str | Path) -> None:
     """trainer.save_model in every process (FSDP and ZeRO-3 gather the weights across them); the
     main process writes into a staging folder and moves it into place, so out_dir is never half
     written."""
+    from transformers.trainer import TRAINING_ARGS_NAME
+
     state = distributed_state()
     out_dir = Path(out_dir)
     staging = out_dir.with_name(f".{out_dir.name}.partial")
@@ -251,6 +253,9 @@ def save_trained(trainer, tokenizer, out_dir: str | Path) -> None:
     trainer.save_model(str(staging))
     state.wait_for_everyone()
     if state.is_main_process:
+        # The Trainer also pickles its arguments there; they are in params.yaml already, a pickle is
+        # unsafe to load, and this one differs from run to run, so the output would never hash the same.
+        (staging / TRAINING_ARGS_NAME).unlink(missing_ok=True)
         tokenizer.save_pretrained(str(staging))
         if out_dir.exists():
             shutil.rmtree(out_dir)

@@ -146,6 +146,22 @@ def test_sft_writes_an_adapter_and_its_figures(sft_run):
     assert (curves / "loss.tsv").is_file() and (curves / "eval" / "loss.tsv").is_file()
 
 
+def test_the_same_run_writes_the_same_files_and_no_pickle(tmp_path, tiny_model_dir, prepared, sft_run):
+    """DVC caches the adapter by content: an identical re-run must hash the same (the Trainer's
+    pickled arguments did not), and nothing in it may need pickle to load."""
+    from mathpipe.sft import run_sft
+
+    first = Path(sft_run[0].out_dir)
+    cfg = sft_config(tmp_path, tiny_model_dir, prepared)
+    run_sft(cfg)
+    second = Path(cfg.out_dir)
+    names = sorted(p.name for p in first.iterdir())
+    assert names == sorted(p.name for p in second.iterdir())
+    assert not [n for n in names if n.endswith((".bin", ".pt", ".pkl"))], names
+    for name in names:
+        assert (first / name).read_bytes() == (second / name).read_bytes(), name
+
+
 def test_full_fine_tuning_writes_a_whole_model(tmp_path, tiny_model_dir, prepared):
     from mathpipe.sft import run_sft
 
