@@ -13,11 +13,13 @@
 4. An estimate of GPU memory per stage and of training and generation time (printed; the README
    quotes it and says how it is computed).
 
-Nothing touches the network: HF_HUB_OFFLINE is set before anything is imported from the Hub.
+Nothing touches the network: HF_HUB_OFFLINE is set before anything is imported from the Hub, and
+only for the dry run: the variable is as the user had it again when `make run PROFILE=...` starts DVC.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -32,6 +34,7 @@ from mathpipe.profile import load_profile, merge, params_overrides
 
 log = logging.getLogger("mathpipe.dry_run")
 
+OFFLINE_ENV = "HF_HUB_OFFLINE"
 GIB = 1024**3
 # Assumptions of the estimate, stated where it is printed.
 EFFECTIVE_TFLOPS = 300.0  # bf16 training on an H100: about 30% of the 989 TFLOPS dense peak
@@ -241,26 +244,41 @@ def lora_parameters(model, lora) -> int:
     return total
 
 
-def dry_run(profile: str | None) -> int:
-    os.environ["HF_HUB_OFFLINE"] = "1"  # before huggingface_hub is imported anywhere
+@contextlib.contextmanager
+def hub_offline():
+    """HF_HUB_OFFLINE=1 while the dry run checks, the user's own value (or none) again after it, so
+    that what runs next (the profile's `dvc exp run`, its stages' downloads) is not left offline."""
+    previous = os.environ.get(OFFLINE_ENV)
+    os.environ[OFFLINE_ENV] = "1"  # before huggingface_hub is imported anywhere
     try:
-        params = load_params()
-        raw = load_profile(profile) if profile else {}
-        settings = from_dict(DryRunSettings, raw.get("dry_run"), "dry_run")
-        merged = merge(params, params_overrides(raw))
-        configs = section_configs(merged)
-        print(f"params: params.yaml{' + profiles/' + profile if profile else ''}: every section valid")
-        config, origin = model_config_dict(configs["base_model"], settings)
-        print(f"model config: {origin}")
-        cfg, causal, classifier = meta_models(config)
-        for line in check_model(configs, cfg, causal, classifier, settings.gpus) + check_data(configs, settings):
-            print(f"  ok  {line}")
-        print("estimate:")
-        for line in estimate(configs, cfg, causal, settings):
-            print(f"      {line}")
-    except PipelineError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(OFFLINE_ENV, None)
+        else:
+            os.environ[OFFLINE_ENV] = previous
+
+
+def dry_run(profile: str | None) -> int:
+    with hub_offline():
+        try:
+            params = load_params()
+            raw = load_profile(profile) if profile else {}
+            settings = from_dict(DryRunSettings, raw.get("dry_run"), "dry_run")
+            merged = merge(params, params_overrides(raw))
+            configs = section_configs(merged)
+            print(f"params: params.yaml{' + profiles/' + profile if profile else ''}: every section valid")
+            config, origin = model_config_dict(configs["base_model"], settings)
+            print(f"model config: {origin}")
+            cfg, causal, classifier = meta_models(config)
+            for line in check_model(configs, cfg, causal, classifier, settings.gpus) + check_data(configs, settings):
+                print(f"  ok  {line}")
+            print("estimate:")
+            for line in estimate(configs, cfg, causal, settings):
+                print(f"      {line}")
+        except PipelineError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     print("dry run passed: nothing was downloaded")
     return 0
 

@@ -100,8 +100,40 @@ def test_a_bad_profile_stops_the_dry_run_naming_the_key(tmp_path, capsys, edit, 
 
 def test_an_unknown_profile_lists_the_known_ones(monkeypatch):
     monkeypatch.chdir(ROOT)
-    with pytest.raises(ConfigError, match=r"profile not found: profiles/qwen3-8b.yaml \(profiles: qwen3-0.6b\)"):
+    with pytest.raises(ConfigError, match=r"profile not found: profiles/qwen3-8b.yaml \(profiles: qwen3-0.6b, smoke\)"):
         load_profile("qwen3-8b")
+
+
+@pytest.mark.parametrize("users_value", [None, "0", "1"])
+def test_a_profile_run_starts_dvc_with_the_users_hub_setting_not_the_dry_runs(monkeypatch, users_value):
+    """`make run PROFILE=...` runs the offline dry run, then `dvc exp run`: the stages must be free to
+    download (base_model and prepare from the Hub) unless the user said otherwise."""
+    import os
+
+    from mathpipe import profile
+
+    monkeypatch.chdir(ROOT)
+    if users_value is None:
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    else:
+        monkeypatch.setenv("HF_HUB_OFFLINE", users_value)
+    started = {}
+
+    def call(command):
+        started.update(command=command, offline=os.environ.get("HF_HUB_OFFLINE"))
+        return 0
+
+    monkeypatch.setattr(profile.subprocess, "call", call)
+    assert profile.main(["run", "smoke"]) == 0
+    assert started["command"][:5] == ["dvc", "exp", "run", "-n", "smoke"]
+    assert started["offline"] == users_value
+
+
+def test_the_smoke_profile_passes_the_dry_run(capsys, monkeypatch):
+    """make test runs the pipeline on it (tests/test_e2e.py): every key it sets must be a parameter."""
+    monkeypatch.chdir(ROOT)
+    assert dry_run("smoke") == 0
+    assert "params: params.yaml + profiles/smoke: every section valid" in capsys.readouterr().out
 
 
 def test_the_default_params_pass_the_dry_run(capsys, monkeypatch):
