@@ -85,10 +85,17 @@ def pretraining_texts(corpus_dir: Path) -> list[str]:
             if row["problem"] and row["solution"]]
 
 
-def fingerprint(folder: Path) -> str:
-    """Content hash of a model's weights, standing in for a revision when there is none."""
+# The files that make a tokenizer (transformers writes those it needs); prepare depends on them only.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "special_tokens_map.json",
+                   "vocab.json", "merges.txt", "tokenizer.model", "added_tokens.json")
+
+
+def fingerprint(folder: Path, names: tuple[str, ...] | None = None) -> str:
+    """Content hash of a model's weights (or of the named files), standing in for a revision when
+    there is none."""
     digest = hashlib.sha256()
-    for path in sorted(folder.glob("*.safetensors")):
+    paths = sorted(folder.glob("*.safetensors")) if names is None else [folder / n for n in names]
+    for path in filter(Path.is_file, paths):
         with path.open("rb") as f:
             while chunk := f.read(1 << 20):
                 digest.update(chunk)
@@ -117,6 +124,8 @@ def build_base_model(cfg: BaseModelConfig) -> dict:
         else:
             shutil.copytree(cfg.local_path, out, dirs_exist_ok=True)
             origin = {"model_id": str(cfg.local_path), "revision": fingerprint(out)}
+        # Training is bit-identical on one machine only; the tokenizer on every machine (README).
+        origin["tokenizer_revision"] = fingerprint(out, TOKENIZER_FILES)
         summary = {"source": cfg.source, **origin, **describe(out, cfg.trust_remote_code)}
         # The folder's record leaves out wall-clock time, so the same build hashes the same for DVC.
         write_json(out / ORIGIN_FILE, {k: v for k, v in summary.items() if not k.endswith("_seconds")})

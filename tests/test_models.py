@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mathpipe import prompts
-from mathpipe.base_model import BaseModelConfig, build_base_model
+from mathpipe.base_model import TOKENIZER_FILES, BaseModelConfig, build_base_model, fingerprint
 from mathpipe.config import from_dict
 from mathpipe.errors import ConfigError, PipelineError
 from mathpipe.models import ORIGIN_FILE, load_causal_lm, load_tokenizer, read_origin, resolve_dtype
@@ -186,6 +186,11 @@ def test_base_model_build_is_byte_identical(tiny_model_dir, sample_dir, tmp_path
     assert (tmp_path / "other/tokenizer.json").read_bytes() == (out / "tokenizer.json").read_bytes()
     assert (tmp_path / "other/model.safetensors").read_bytes() != (out / "model.safetensors").read_bytes()
     assert other["revision"] != summary["revision"]  # the fingerprint follows the weights
+    # ... and the tokenizer's its own files: another seed, other weights, the same tokenizer
+    assert re.fullmatch(r"[0-9a-f]{16}", summary["tokenizer_revision"])
+    assert other["tokenizer_revision"] == summary["tokenizer_revision"]
+    (out / "chat_template.jinja").write_text("{{ messages }}")
+    assert fingerprint(out, TOKENIZER_FILES) != summary["tokenizer_revision"]
 
 
 def test_pretraining_trains_on_every_token_of_every_text_and_its_eos(tiny_model_dir):
