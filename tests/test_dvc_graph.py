@@ -83,3 +83,37 @@ def test_metrics_are_tracked_by_git_not_the_cache():
         for entry in stage.get("metrics", []):
             (path, opts), = entry.items()
             assert opts.get("cache") is False, f"metric {path} of stage '{name}' must be cache: false"
+
+
+@pytest.mark.parametrize("overrides", [
+    {"sft": {"val_file": None}},
+    {"dpo": {"pairs": {"val_files": None}}},
+    {"dpo": {"pairs": {"format": "distilabel", "train_files": "external/pairs/*.jsonl", "val_files": None}}},
+    {"dpo": {"pairs": {"format": "distilabel", "train_files": "data/train-*.parquet", "val_files": None,
+                       "hub": {"repo": "argilla/distilabel-math-preference-dpo", "revision": "0" * 40}}}},
+], ids=["no-sft-val", "no-dpo-val", "local-glob", "hub"])
+def test_optional_glob_and_hub_inputs_need_no_edit_of_dvc_yaml(tmp_path, overrides):
+    """params.yaml documents these values; dvc.yaml must render and every declared dependency
+    exist or be made by a stage, so that `dvc exp run -S ...` alone switches the data source."""
+    from mathpipe.config import load_params
+    from mathpipe.profile import merge
+    from tests.checkout import copy_checkout, run
+
+    repo = copy_checkout(tmp_path / "repo")
+    params = merge(load_params(repo / "params.yaml"), overrides)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    run(["dvc", "dag"], repo)  # renders every stage: a null dep used to stop every DVC command here
+    from dvc.dependency.param import ParamsDependency
+    from dvc.repo import Repo
+
+    with Repo(str(repo)) as dvc:
+        stages = list(dvc.index.stages)
+        made = [Path(out.fs_path) for stage in stages for out in stage.outs]
+        for stage in stages:
+            for dep in stage.deps:
+                if isinstance(dep, ParamsDependency):
+                    continue
+                path = Path(dep.fs_path)
+                made_here = any(m == path or m in path.parents or path in m.parents for m in made)
+                assert path.exists() or made_here, \
+                    f"{stage.addressing}: dependency {dep.def_path} neither exists nor is made by a stage"
