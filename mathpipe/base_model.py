@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import re
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -24,7 +23,7 @@ from typing import Literal
 from mathpipe import prompts
 from mathpipe.config import check
 from mathpipe.data import readers
-from mathpipe.errors import PipelineError
+from mathpipe.hub import check_revision, download
 from mathpipe.io import atomic_dir, write_json
 from mathpipe.models import ORIGIN_FILE, require_model_dir
 from mathpipe.pretrain import PretrainSettings, pretrain
@@ -41,8 +40,7 @@ class HubModel:
     revision: str
 
     def validate(self, prefix: str) -> None:
-        check(re.fullmatch(r"[0-9a-f]{40}", self.revision) is not None, f"{prefix}.revision",
-              f"must be a 40-character commit hash so the model is pinned, got '{self.revision}'")
+        check_revision(self.revision, f"{prefix}.revision", "model")
 
 
 @dataclass
@@ -133,13 +131,7 @@ def build_base_model(cfg: BaseModelConfig) -> dict:
 
 
 def _download(spec: HubModel, out: Path) -> None:
-    from huggingface_hub import snapshot_download
-
-    try:
-        snapshot_download(repo_id=spec.model_id, revision=spec.revision, local_dir=out,
-                          allow_patterns=HUB_PATTERNS)
-    except Exception as e:  # unknown model, revision, no network: all bad input here
-        raise PipelineError(f"base_model.hub: could not download {spec.model_id}@{spec.revision}: {e}") from None
+    download(spec.model_id, spec.revision, "base_model.hub", local_dir=out, allow_patterns=HUB_PATTERNS)
     shutil.rmtree(out / ".cache", ignore_errors=True)
 
 

@@ -19,7 +19,7 @@ from mathpipe import prompts, training
 from mathpipe.config import check, check_positive, check_range
 from mathpipe.data import pairs as pair_formats
 from mathpipe.data import readers
-from mathpipe.data.prepare import HubFiles, _download, is_validation
+from mathpipe.data.prepare import HubFiles, download_files, is_validation
 from mathpipe.errors import DataError
 from mathpipe.launch import LaunchSettings
 from mathpipe.training import (
@@ -100,7 +100,7 @@ def load_pair_splits(src: PairSource, prefix: str, max_train: int | None, max_va
             raise DataError(f"{prefix}.{key}: {e}") from None
 
     if src.hub is not None:
-        train_paths = _download(HubFiles(src.hub.repo, src.hub.revision, src.train_files), f"{prefix}.hub")
+        train_paths = download_files(HubFiles(src.hub.repo, src.hub.revision, src.train_files), f"{prefix}.hub")
         if not train_paths:
             raise DataError(f"{prefix}.train_files: no file in {src.hub.repo} matches '{src.train_files}'")
     else:

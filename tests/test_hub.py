@@ -60,3 +60,21 @@ def test_base_model_hub_download_failure_leaves_nothing(tmp_path):
         build_base_model(cfg)
     assert not out.exists()
     assert list(out.parent.iterdir()) == []  # no temporary folder left behind either
+
+
+def test_only_the_hub_clients_own_errors_are_bad_input(monkeypatch):
+    """A malformed repository id is the user's; an exception the Hub client does not define is a
+    bug and must keep its traceback instead of turning into a one-line error."""
+    import huggingface_hub
+
+    from mathpipe.hub import download
+
+    with pytest.raises(DataError, match=rf"base_model\.hub: could not download not a repo//x@{COMMIT}"):
+        download("not a repo//x", COMMIT, "base_model.hub")
+
+    def broken(**kwargs):
+        raise TypeError("a bug in our call")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", broken)
+    with pytest.raises(TypeError, match="a bug in our call"):
+        download("Qwen/Qwen3-0.6B", COMMIT, "base_model.hub")

@@ -31,6 +31,7 @@ from mathpipe.config import check, check_positive, check_range
 from mathpipe.data import readers
 from mathpipe.data.sample import SAMPLE_DIR
 from mathpipe.errors import DataError
+from mathpipe.hub import check_revision, download
 from mathpipe.io import atomic_dir, write_jsonl
 
 log = logging.getLogger(__name__)
@@ -69,11 +70,7 @@ class HubFiles:
     files: str  # glob inside the repository, e.g. "data/train-*.parquet"
 
     def validate(self, prefix: str) -> None:
-        check(
-            re.fullmatch(r"[0-9a-f]{40}", self.revision) is not None,
-            f"{prefix}.revision",
-            f"must be a 40-character commit hash so the data are pinned, got '{self.revision}'",
-        )
+        check_revision(self.revision, f"{prefix}.revision", "data set")
 
 
 @dataclass
@@ -136,7 +133,7 @@ def resolve_inputs(cfg: PrepareConfig) -> Inputs:
     for name in ("openr1", "gsm8k_train", "gsm8k_test", "cmath_test"):
         if cfg.source == "hub":
             spec = getattr(cfg.hub, name)
-            paths = _download(spec, f"prepare.hub.{name}") if spec else []
+            paths = download_files(spec, f"prepare.hub.{name}") if spec else []
         else:
             pattern = getattr(cfg.files, name)
             paths = readers.expand_paths(pattern, Path(cfg.raw_dir)) if pattern else []
@@ -146,16 +143,10 @@ def resolve_inputs(cfg: PrepareConfig) -> Inputs:
     return Inputs(**resolved)
 
 
-def _download(spec: HubFiles, key: str) -> list[Path]:
-    from huggingface_hub import snapshot_download  # imported lazily: only hub runs need it
-
-    try:
-        local = snapshot_download(
-            repo_id=spec.repo, repo_type="dataset", revision=spec.revision, allow_patterns=[spec.files]
-        )
-    except Exception as e:  # network, auth, unknown repo or revision: all are bad input here
-        raise DataError(f"{key}: could not download {spec.repo}@{spec.revision}: {e}") from None
-    return readers.expand_paths(spec.files, Path(local))
+def download_files(spec: HubFiles, key: str) -> list[Path]:
+    """The files of a pinned Hub data set that match spec.files, downloaded (or from the cache)."""
+    local = download(spec.repo, spec.revision, key, repo_type="dataset", allow_patterns=[spec.files])
+    return readers.expand_paths(spec.files, local)
 
 
 # --- building records ---------------------------------------------------------------------------
@@ -409,7 +400,8 @@ def _eval_row(rid: str, question: str, gold: str, reference: str) -> dict:
     return {"id": rid, "question": question, "gold": gold, "reference": reference}
 
 
-FILTER_ORDER = ("empty_problem", "duplicate", "min_correctness_count", "math_verify", "complete", "finish_stop", "max_tokens")
+FILTER_ORDER = ("empty_problem", "duplicate", "min_correctness_count", "math_verify", "complete", "finish_stop",
+                "max_tokens")
 
 
 def _remaining(c: Counter) -> dict[str, int]:
