@@ -23,7 +23,7 @@ export PYTHONUNBUFFERED := 1
 
 PROFILE ?=
 
-.PHONY: help setup run dry-run test test-full bench bench-generation bench-cache metrics diff plots report status lock clean distclean
+.PHONY: help setup run dry-run lint test test-full bench bench-generation bench-cache metrics diff plots report status lock clean distclean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -55,10 +55,13 @@ endif
 dry-run: setup  ## check params (and PROFILE=<name>) offline: keys, model shape, data schemas, memory estimate
 	$(BIN)/python -m mathpipe.dry_run $(PROFILE)
 
-test: setup  ## unit and property tests, and the whole pipeline on the smoke profile (CI runs this)
+lint: setup  ## ruff over the whole tree (rules in pyproject.toml)
+	$(BIN)/ruff check .
+
+test: lint  ## lint, unit and property tests, and the whole pipeline on the smoke profile (CI runs this)
 	$(BIN)/python -m pytest -m "not full" $(PYTEST_ARGS)
 
-test-full: setup  ## everything in make test, and the full default run against dvc.lock and metrics/
+test-full: lint  ## everything in make test, and the full default run against dvc.lock and metrics/
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: bench-generation bench-cache  ## both benchmarks below (not part of dvc repro)

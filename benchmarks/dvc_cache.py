@@ -97,7 +97,8 @@ def main() -> None:
     parser.add_argument("--gib", type=float, default=1.0, help="checkpoint size in GiB")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--types", nargs="+", default=list(LINK_TYPES), choices=LINK_TYPES)
-    parser.add_argument("--dir", default=".dvc/tmp", help="where the scratch repositories go (same filesystem as the cache)")
+    parser.add_argument("--dir", default=".dvc/tmp",
+                        help="where the scratch repositories go (same filesystem as the cache)")
     parser.add_argument("--out", default="metrics/bench/dvc_cache.json")
     args = parser.parse_args()
 

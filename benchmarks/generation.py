@@ -69,7 +69,7 @@ def bench_model(model_dir: str, rendered_questions: list[str], settings: Generat
     rendered = [prompts.render_prompt(gens["vllm"].tokenizer, q) for q in rendered_questions]
     warm = dataclasses.replace(settings, max_new_tokens=8)
     runs: dict[str, list[dict]] = {b: [] for b in gens}
-    for backend, gen in gens.items():
+    for gen in gens.values():
         gen.generate(rendered[:4], warm)
     for r in range(repeats):
         for backend, gen in gens.items():
@@ -84,14 +84,16 @@ def bench_model(model_dir: str, rendered_questions: list[str], settings: Generat
         result["backends"][backend] = {
             "startup_seconds": startup[backend],
             "median_samples_per_second": round(statistics.median(v["samples_per_second"] for v in values), 2),
-            "median_output_tokens_per_second": round(statistics.median(v["output_tokens_per_second"] for v in values), 1),
+            "median_output_tokens_per_second":
+                round(statistics.median(v["output_tokens_per_second"] for v in values), 1),
             "median_seconds": round(statistics.median(v["seconds"] for v in values), 3),
             "runs": [{k: round(v, 3) for k, v in run.items()} for run in values],
         }
     v, t = result["backends"]["vllm"], result["backends"]["transformers"]
     result["ratio_vllm_over_transformers"] = {
         "samples_per_second": round(v["median_samples_per_second"] / t["median_samples_per_second"], 2),
-        "output_tokens_per_second": round(v["median_output_tokens_per_second"] / t["median_output_tokens_per_second"], 2),
+        "output_tokens_per_second":
+            round(v["median_output_tokens_per_second"] / t["median_output_tokens_per_second"], 2),
     }
     return result
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 import sys
 from dataclasses import dataclass, field
@@ -94,7 +93,7 @@ def model_config_dict(base, settings: DryRunSettings) -> tuple[dict, str]:
 def meta_models(config: dict):
     """(causal LM, one-logit classifier) with the model's architecture and no weights."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, CONFIG_MAPPING
+    from transformers import CONFIG_MAPPING, AutoModelForCausalLM, AutoModelForSequenceClassification
 
     values = {k: v for k, v in config.items() if not k.startswith("_")}
     model_type = values.pop("model_type", None)
@@ -117,7 +116,8 @@ def check_model(configs: dict, cfg, causal, classifier, gpus_available: int) -> 
     for name, model, task in (("sft", causal, "CAUSAL_LM"), ("reward_model", classifier, "SEQ_CLS"),
                               ("dpo", causal, "CAUSAL_LM")):
         lora = lora_config(model, configs[name].lora, f"{name}.lora", task_type=task)
-        lines.append(f"{name}.lora: {'targets ' + ', '.join(sorted(lora.target_modules)) if lora else 'full fine-tuning'}")
+        targets = "targets " + ", ".join(sorted(lora.target_modules)) if lora else "full fine-tuning"
+        lines.append(f"{name}.lora: {targets}")
     attention = configs["attention"]
     layers = resolve_layers(attention.layers, cfg.num_hidden_layers, "attention.layers")
     resolve_heads(attention.heads, cfg.num_attention_heads, "attention.heads")
@@ -176,7 +176,8 @@ def check_data(configs: dict, settings: DryRunSettings) -> list[str]:
             rows = None
         else:
             raise ConfigError(f"dry_run.local_copies.{name}: unknown source (known: {', '.join(expected)})")
-        lines.append(f"{name}: local copy {path} read with the pipeline's reader" + (f": {rows:,} rows" if rows else ""))
+        counted = f": {rows:,} rows" if rows else ""
+        lines.append(f"{name}: local copy {path} read with the pipeline's reader{counted}")
     return lines
 
 
@@ -184,7 +185,8 @@ def estimate(configs: dict, cfg, causal, settings: DryRunSettings) -> list[str]:
     """GPU memory per stage and time, from the parameter count and the params (an estimate)."""
     params = sum(p.numel() for p in causal.parameters())
     layers, hidden, vocab = cfg.num_hidden_layers, cfg.hidden_size, cfg.vocab_size
-    kv_bytes_per_token = 2 * layers * cfg.num_key_value_heads * getattr(cfg, "head_dim", hidden // cfg.num_attention_heads) * 2
+    head_dim = getattr(cfg, "head_dim", hidden // cfg.num_attention_heads)
+    kv_bytes_per_token = 2 * layers * cfg.num_key_value_heads * head_dim * 2
     gpus = settings.gpus
     rows = [f"parameters: {params / 1e9:.2f} B; bf16 weights {params * 2 / GIB:.1f} GiB; "
             f"KV cache {kv_bytes_per_token / 1024:.0f} KiB per token"]
@@ -202,8 +204,10 @@ def estimate(configs: dict, cfg, causal, settings: DryRunSettings) -> list[str]:
 
     records = configs["prepare"].max_train_rows or 94_000
     mean_tokens = (configs["prepare"].filters.max_tokens or 4096) * MEAN_TRAIN_TOKENS_FRACTION
-    for name, per_example, examples in (("sft", 1, records), ("reward_model", 2, configs["reward_model"].max_train_samples or records),
-                                        ("dpo", 2, configs["dpo"].max_train_samples or configs["rejection_sampling"].max_prompts or records)):
+    dpo_pairs = configs["dpo"].max_train_samples or configs["rejection_sampling"].max_prompts or records
+    for name, per_example, examples in (("sft", 1, records),
+                                        ("reward_model", 2, configs["reward_model"].max_train_samples or records),
+                                        ("dpo", 2, dpo_pairs)):
         memory, trainable = train_memory(name, per_example)
         tokens = examples * per_example * mean_tokens * configs[name].train.epochs
         flops = 6 * params * tokens * (4 / 3 if configs[name].train.gradient_checkpointing else 1)
@@ -217,8 +221,9 @@ def estimate(configs: dict, cfg, causal, settings: DryRunSettings) -> list[str]:
     samples = (rs.max_prompts or records) * rs.generation.n
     gen_tokens = samples * rs.generation.max_new_tokens * 0.5
     engines, tp = rs.engine.data_parallel_size, rs.engine.tensor_parallel_size
-    rows.append(f"rejection_sampling: {engines} vLLM engine(s) x {tp} GPU(s) at {rs.engine.gpu_memory_utilization:.0%}, "
-                f"~{max(0.0, rs.engine.gpu_memory_utilization * settings.gpu_memory_gib - params * 2 / GIB):.0f} GiB "
+    utilization = rs.engine.gpu_memory_utilization
+    rows.append(f"rejection_sampling: {engines} vLLM engine(s) x {tp} GPU(s) at {utilization:.0%}, "
+                f"~{max(0.0, utilization * settings.gpu_memory_gib - params * 2 / GIB):.0f} GiB "
                 f"of KV cache each; {samples:,} samples, ~{gen_tokens / 1e6:.0f} M tokens, "
                 f"~{gen_tokens / (DECODE_TOKENS_PER_SECOND * engines * tp) / 60:.0f} min")
     ev = configs["evaluate"]

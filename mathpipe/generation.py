@@ -175,8 +175,10 @@ class TransformersGenerator:
         if self.max_length:
             max_new = min(max_new, self.max_length - width)
         # top_k 0: sample from the whole (top-p) distribution, as vLLM does, not generation_config's top 50.
-        sampling = {"do_sample": True, "temperature": s.temperature, "top_p": s.top_p, "top_k": 0} if s.temperature > 0 else {
-            "do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+        if s.temperature > 0:
+            sampling = {"do_sample": True, "temperature": s.temperature, "top_p": s.top_p, "top_k": 0}
+        else:
+            sampling = {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
         out = self.model.generate(
             input_ids=input_ids,
             attention_mask=attention,
@@ -213,6 +215,7 @@ def make_generator(model_path: str, engine: EngineSettings) -> Generator:
             raise PipelineError(f"generation backend 'vllm' cannot run here: {reason}")
         log.info("backend auto: using transformers because %s", reason)
         if engine.data_parallel_size > 1:
-            log.warning("data_parallel_size %d ignored: the transformers backend runs one model", engine.data_parallel_size)
+            log.warning("data_parallel_size %d ignored: the transformers backend runs one model",
+                        engine.data_parallel_size)
     return TransformersGenerator(model_path, dtype=engine.dtype, batch_size=engine.batch_size,
                                  trust_remote_code=engine.trust_remote_code)

@@ -140,7 +140,8 @@ def read_loss_curves(curves: dict[str, str]) -> dict[str, dict[str, list[tuple[f
     for stage, folder in curves.items():
         base = Path(folder) / "plots" / "metrics"
         epochs = dict(_read_series(require_file(base / "epoch.tsv", f"{stage} epochs (DVCLive)"), "epoch"))
-        files = {"train": require_file(base / "loss.tsv", f"{stage} training curve"), "eval": base / "eval" / "loss.tsv"}
+        files = {"train": require_file(base / "loss.tsv", f"{stage} training curve"),
+                 "eval": base / "eval" / "loss.tsv"}
         series = {}
         for name, path in files.items():
             if path.is_file():

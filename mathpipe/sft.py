@@ -15,10 +15,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mathpipe import training
 from mathpipe.config import check
 from mathpipe.errors import ConfigError, DataError
 from mathpipe.io import read_jsonl
-from mathpipe import training
 from mathpipe.launch import LaunchSettings
 from mathpipe.training import (
     LoraSettings,
@@ -49,7 +49,8 @@ class SFTStageConfig:
     out_dir: str = "models/sft_adapter"
     checkpoint_dir: str = "checkpoints/sft"
     live_dir: str = "dvclive/sft"
-    chat_template: str | None = None  # a jinja file with {% generation %} markers, or trl:<file>, if the model's lacks them
+    # a jinja file with {% generation %} markers, or trl:<file>, if the model's template lacks them
+    chat_template: str | None = None
     trust_remote_code: bool = False
     lora: LoraSettings = field(default_factory=LoraSettings)
     train: TrainSettings = field(default_factory=TrainSettings)
@@ -94,7 +95,8 @@ def training_tokenizer(model_dir: str, cfg: SFTStageConfig, prefix: str):
 
     tokenizer = load_tokenizer(model_dir, trust_remote_code=cfg.trust_remote_code, padding_side="right")
     if cfg.chat_template is not None:
-        tokenizer.chat_template = chat_template_file(cfg.chat_template, f"{prefix}.chat_template").read_text(encoding="utf-8")
+        template = chat_template_file(cfg.chat_template, f"{prefix}.chat_template")
+        tokenizer.chat_template = template.read_text(encoding="utf-8")
     if not _GENERATION_TAG.search(tokenizer.chat_template or ""):
         raise ConfigError(
             f"{prefix}.chat_template: the chat template of {model_dir} has no {GENERATION_MARKER} markers, so "

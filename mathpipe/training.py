@@ -123,9 +123,9 @@ def lora_config(model, settings: LoraSettings, prefix: str, task_type: str = "CA
 
 def trainer_kwargs(settings: TrainSettings, checkpoint_dir: Path, device: str, has_eval: bool) -> dict:
     """Arguments common to SFTConfig, RewardConfig and DPOConfig (all TrainingArguments)."""
-    from mathpipe.models import resolve_dtype
-
     import torch
+
+    from mathpipe.models import resolve_dtype
 
     bf16 = resolve_dtype(settings.dtype, device) == torch.bfloat16
     return dict(
@@ -274,8 +274,9 @@ def dvclive_callback(live_dir: str | Path, resume: bool):
 
     Inside `dvc repro`/`dvc exp run`, DVCLive leaves experiment bookkeeping to DVC itself.
     """
-    from dvclive import Live
     from transformers.integrations import DVCLiveCallback
+
+    from dvclive import Live
 
     try:
         live = Live(dir=str(live_dir), resume=resume, save_dvc_exp=False, dvcyaml=None, report=None)

@@ -125,14 +125,15 @@ class VLLMGenerator:
             # trainer) can start in this process.
             destroy_model_parallel()
             destroy_distributed_environment()
-        except Exception as e:  # shutting down must not hide the stage's result
+        except Exception as e:  # noqa: BLE001 - whatever vLLM's teardown raises, it must not hide the result
             log.warning("vLLM shutdown: %s", e)
         self.llm = None
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
-    def generate(self, prompts: list[str], settings: GenerationSettings, seed_offset: int = 0) -> list[list[Completion]]:
+    def generate(self, prompts: list[str], settings: GenerationSettings,
+                 seed_offset: int = 0) -> list[list[Completion]]:
         """seed_offset: the index of prompts[0] in the whole set, so a shard keeps each prompt's seed."""
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
@@ -247,7 +248,7 @@ class DataParallelVLLM:
         return results
 
     def close(self) -> None:
-        for process, conn in self.workers:
+        for _, conn in self.workers:
             try:
                 conn.send(None)
             except (BrokenPipeError, OSError):

@@ -47,7 +47,8 @@ def main() -> None:
             plotting.save_figure(plotting.training_curves(curves), out, "training_curves", cfg.dpi)
         for figure in figures:  # the SVG beside each PNG comes along
             for fmt in ("png", "svg"):
-                shutil.copyfile(figure.parent.parent / fmt / f"{figure.stem}.{fmt}", out / fmt / f"attention_{figure.stem}.{fmt}")
+                shutil.copyfile(figure.parent.parent / fmt / f"{figure.stem}.{fmt}",
+                                out / fmt / f"attention_{figure.stem}.{fmt}")
     log.info("report: %s, %s and %s\n%s", cfg.table_markdown, cfg.table_json, cfg.plots_dir, markdown)
 
 

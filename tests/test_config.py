@@ -16,10 +16,10 @@ from mathpipe.config import from_dict, load_params, load_section
 from mathpipe.data.prepare import Filters, PrepareConfig
 from mathpipe.data.sample import SampleConfig
 from mathpipe.errors import ConfigError, PipelineError
-from mathpipe.generation import GenerationSettings
-from mathpipe.tiny_model import TinyModelConfig
 from mathpipe.evaluation import EvaluateConfig
+from mathpipe.generation import GenerationSettings
 from mathpipe.rejection import RejectionConfig
+from mathpipe.tiny_model import TinyModelConfig
 
 REPO = Path(__file__).resolve().parents[1]
 PARAMS = REPO / "params.yaml"

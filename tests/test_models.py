@@ -9,6 +9,7 @@ import unicodedata
 
 import pytest
 import torch
+from conftest import MODEL_SEED, TINY, tiny_base_config
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -18,8 +19,6 @@ from mathpipe.config import from_dict
 from mathpipe.errors import ConfigError, PipelineError
 from mathpipe.models import ORIGIN_FILE, load_causal_lm, load_tokenizer, read_origin, resolve_dtype
 from mathpipe.tiny_model import IM_END, IM_START, PAD, build_model
-
-from conftest import MODEL_SEED, TINY, tiny_base_config
 
 TEXTS = [
     "Tom has 12 apples. He gives 5 to Anna. How many apples does Tom have now?",

@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from conftest import SMALL_SAMPLE
 
 from mathpipe import prompts
 from mathpipe.answers import extract_answer, extract_gold, is_equivalent
@@ -30,8 +31,6 @@ from mathpipe.data.prepare import (
 )
 from mathpipe.errors import ConfigError, DataError, PipelineError
 from mathpipe.models import load_tokenizer
-
-from conftest import SMALL_SAMPLE
 
 REPO = Path(__file__).resolve().parents[1]
 OUTPUT_FILES = [

@@ -12,10 +12,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from mathpipe.config import from_dict
 from mathpipe.data import sample
 from mathpipe.data.sample import SampleConfig, write_sample_data
 from mathpipe.data.schemas import OPENR1_SCHEMA
-from mathpipe.config import from_dict
 from mathpipe.errors import ConfigError
 
 SMALL = dict(n_train=200, n_gsm8k_test=40, n_cmath_test=40, n_gsm8k_train=40, shards=3)
@@ -176,7 +176,7 @@ def test_reference_solutions_are_right(data):
         assert eqs[-1][3] == r["answer"]
         assert all(eqs[i + 1][0] == eqs[i][3] for i in range(len(eqs) - 1))  # a chained computation
         assert r["solution"].splitlines()[-1].rstrip("。.").endswith(r["answer"])
-        for a, op, b, c in eqs:
+        for _, op, b, c in eqs:
             assert int(c) <= 150 and (op != "*" or int(c) <= 120) and (op == "*" or 2 <= int(b) <= 60)
 
 

@@ -31,8 +31,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mathpipe.data.schemas import OPENR1_SCHEMA
 from mathpipe.config import check, check_range
+from mathpipe.data.schemas import OPENR1_SCHEMA
+from mathpipe.errors import ConfigError
 from mathpipe.io import atomic_dir, write_jsonl
 
 OPERAND_MIN = 2                   # the smallest number a problem states
