@@ -3,12 +3,18 @@
     summary = merge_adapter(base_dir, adapter_dir, out_dir, cfg)
 
 The merged folder holds safetensors weights, the tokenizer, the generation config and
-mathpipe.json, so `from_pretrained` and vLLM load it like any other model. After saving, the
-checkpoint is loaded back from disk and its logits on probe sequences are compared with base +
-adapter (the model as trained): the largest absolute difference is recorded and must stay under
-`cfg.tolerance`. Comparing against the reloaded files, not the in-memory merge, also catches
-weights lost on save (a broken embedding tie, a dropped head).
+mathpipe.json (where the model came from, nothing measured: the folder hashes the same whatever
+the probe settings), so `from_pretrained` and vLLM load it like any other model. Three figures:
 
+- the merge: logits of the merged weights against base + adapter (the model as trained), both in
+  float32, on probe sequences; above `cfg.tolerance` nothing is written (a wrong merge);
+- the save: the checkpoint loaded back from disk must hold exactly the weights saved (catches a
+  broken embedding tie or a dropped head);
+- the cast: logits of the saved dtype (bf16 for a bf16 base) against float32, reported, not checked:
+  bf16 keeps 8 bits of mantissa, so over many layers and a large vocabulary this is far above any
+  merge error, and a LoRA update smaller than about 0.4% of a weight is rounded away (README).
+
+Probes run one sequence at a time: no batch x length x vocabulary tensor of logits is held.
 A folder without adapter_config.json is a fully fine-tuned model: it is re-saved as it is.
 """
 
@@ -63,17 +69,31 @@ def probe_batch(tokenizer, path: str | Path, n: int):
     return tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
 
 
+def probe_rows(batch):
+    """The probe sequences one at a time, padding cut off (probe_batch pads on the right)."""
+    for ids, mask in zip(batch["input_ids"], batch["attention_mask"]):
+        n = int(mask.sum())
+        yield {"input_ids": ids[None, :n], "attention_mask": mask[None, :n]}
+
+
 def max_logit_difference(model_a, model_b, batch) -> float:
+    """Largest |logit difference| of two models over every token of the probes."""
     import torch
 
+    largest = 0.0
     with torch.no_grad():
-        a = model_a(**batch).logits
-        b = model_b(**batch).logits
-    mask = batch["attention_mask"].bool()
-    return (a - b).abs()[mask].max().item()
+        for row in probe_rows(batch):
+            a = model_a(**row).logits.float()
+            difference = a.sub_(model_b(**row).logits.float()).abs_().max().item()  # in place: one tensor less
+            if difference != difference:  # NaN: max() would drop it
+                return difference
+            largest = max(largest, difference)
+    return largest
 
 
 def merge_adapter(base_dir: str | Path, adapter_dir: str | Path, out_dir: str | Path, cfg: MergeConfig) -> dict:
+    import copy
+
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
@@ -88,35 +108,41 @@ def merge_adapter(base_dir: str | Path, adapter_dir: str | Path, out_dir: str | 
     batch = probe_batch(tokenizer, cfg.probe_file, cfg.probe_samples)
     tokenizer.padding_side = "left"  # the saved tokenizer serves generation
 
-    # Merge in float32 on CPU: the comparison then measures the merge, not rounding.
+    # Merge in float32 on CPU: the comparison then measures the merge, not rounding. The adapter
+    # model is kept beside the merged copy (two copies of the weights) to compare the two.
+    load = dict(dtype="float32", device="cpu", trust_remote_code=cfg.trust_remote_code)
     if is_adapter:
-        base = load_causal_lm(base_dir, dtype="float32", device="cpu", trust_remote_code=cfg.trust_remote_code)
-        reference = PeftModel.from_pretrained(base, adapter_dir).eval()
+        trained = PeftModel.from_pretrained(load_causal_lm(base_dir, **load), adapter_dir).eval()
+        merged = copy.deepcopy(trained).merge_and_unload()
+        merge_error = max_logit_difference(merged, trained, batch)
+        del trained
         method = "lora"
     else:
-        reference = load_causal_lm(adapter_dir, dtype="float32", device="cpu", trust_remote_code=cfg.trust_remote_code)
-        method = "full"
-    with torch.no_grad():
-        reference_logits = reference(**batch).logits
-    merged = reference.merge_and_unload() if is_adapter else reference
+        merged, merge_error, method = load_causal_lm(adapter_dir, **load), 0.0, "full"
+    if not merge_error <= cfg.tolerance:  # `not <=` also catches NaN
+        raise PipelineError(
+            f"merge of {adapter_dir}: merged weights differ from base + adapter by {merge_error:.3g} in logits "
+            f"(merge.tolerance is {cfg.tolerance:g}); nothing was written"
+        )
     save_dtype = _save_dtype(cfg.save_dtype, base_dir, cfg.trust_remote_code)
+    cast_error = 0.0
+    if save_dtype != torch.float32:
+        cast = copy.deepcopy(merged).to(save_dtype).to(torch.float32)
+        cast_error = max_logit_difference(cast, merged, batch)
+        del cast
 
     base_origin = read_origin(base_dir)
     with atomic_dir(out_dir) as tmp:
         merged.to(save_dtype).save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        reloaded = AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.float32, use_safetensors=True,
-                                                        trust_remote_code=cfg.trust_remote_code).eval()
-        with torch.no_grad():
-            merged_logits = reloaded(**batch).logits
-        mask = batch["attention_mask"].bool()
-        difference = (merged_logits - reference_logits).abs()[mask].max().item()
-        if not difference <= cfg.tolerance:  # `not <=` also catches NaN
-            raise PipelineError(
-                f"merge of {adapter_dir}: merged checkpoint differs from base + adapter by {difference:.3g} "
-                f"in logits (merge.tolerance is {cfg.tolerance:g}); nothing was written"
-            )
-        summary = {
+        reloaded = AutoModelForCausalLM.from_pretrained(tmp, dtype=save_dtype, use_safetensors=True,
+                                                        trust_remote_code=cfg.trust_remote_code)
+        saved, expected = reloaded.state_dict(), merged.state_dict()
+        lost = sorted(n for n in expected if n not in saved or not torch.equal(saved[n], expected[n]))
+        if lost:
+            raise PipelineError(f"merge of {adapter_dir}: the saved checkpoint does not hold the merged weights "
+                                f"of {', '.join(lost[:5])}{' ...' if len(lost) > 5 else ''}; nothing was written")
+        origin = {
             "method": method,
             "base": str(base_dir),
             "adapter": str(adapter_dir),
@@ -124,14 +150,13 @@ def merge_adapter(base_dir: str | Path, adapter_dir: str | Path, out_dir: str | 
             "base_revision": base_origin.get("revision"),
             "revision": fingerprint(tmp),
             "dtype": str(save_dtype).removeprefix("torch."),
-            "max_abs_logit_diff": difference,
-            "tolerance": cfg.tolerance,
-            "probe_tokens": int(mask.sum()),
             "tie_word_embeddings": bool(getattr(reloaded.config, "tie_word_embeddings", False)),
         }
-        write_json(tmp / ORIGIN_FILE, summary)
-    log.info("%s -> %s: max |logit diff| %.3g over %d probe tokens", adapter_dir, out_dir, difference,
-             summary["probe_tokens"])
+        write_json(tmp / ORIGIN_FILE, origin)
+    summary = {**origin, "max_abs_logit_diff": merge_error, "tolerance": cfg.tolerance,
+               "cast_abs_logit_diff": cast_error, "probe_tokens": int(batch["attention_mask"].sum())}
+    log.info("%s -> %s: max |logit diff| %.3g from the merge, %.3g from saving in %s, over %d probe tokens",
+             adapter_dir, out_dir, merge_error, cast_error, origin["dtype"], summary["probe_tokens"])
     return summary
 
 

@@ -3,8 +3,9 @@
     python -m stages.merge --name sft     # params: merge.*   output: models/sft/, metrics/merge/sft.json
 
 merge.models.<name> gives the base, the adapter and the output folder; dvc.yaml runs one stage per
-name. The stage fails, writing nothing, if the saved checkpoint's logits differ from base + adapter by
-more than merge.tolerance.
+name. The stage fails, writing nothing, if the merged weights' logits differ from base + adapter by
+more than merge.tolerance, or if the checkpoint read back does not hold the weights saved; the
+rounding of saving in a lower dtype (bf16) is measured and reported, not checked.
 """
 
 import argparse
