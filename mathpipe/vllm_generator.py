@@ -15,6 +15,7 @@ data-parallel pattern of vLLM's examples, for a dense model whose engines need n
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import gc
 import importlib.metadata
@@ -188,13 +189,30 @@ def _serve(model_path: str, engine: EngineSettings, devices: list[str] | None, c
         conn.send(("error", f"{type(e).__name__}: {e}"))
         return
     conn.send(("ready", None))
-    while (request := conn.recv()) is not None:
+    while (request := _receive(conn)) is not None:
         prompts, settings, offset = request
         try:
             conn.send(("ok", generator.generate(prompts, settings, seed_offset=offset)))
         except Exception as e:  # noqa: BLE001
             conn.send(("error", f"{type(e).__name__}: {e}"))
     generator.close()
+
+
+def _receive(conn):
+    """The parent's next request; None when it says so or is gone (its end of the pipe closed)."""
+    try:
+        return conn.recv()
+    except EOFError:
+        return None
+
+
+def start_worker(context, target, args: tuple):
+    """A process for one engine. Not daemonic: on CUDA vLLM's engine starts an EngineCore process
+    of its own, which a daemonic process may not have; DataParallelVLLM.close ends it instead, also
+    at interpreter exit."""
+    process = context.Process(target=target, args=args)
+    process.start()
+    return process
 
 
 class DataParallelVLLM:
@@ -220,9 +238,8 @@ class DataParallelVLLM:
         self.workers = []
         for devices in slices:
             parent, child = context.Pipe()
-            process = context.Process(target=_serve, args=(model_path, single, devices, child), daemon=True)
-            process.start()
-            self.workers.append((process, parent))
+            self.workers.append((start_worker(context, _serve, (model_path, single, devices, child)), parent))
+        atexit.register(self.close)  # runs before multiprocessing joins its children at exit
         log.info("generation backend: vllm, %d engines (data parallel) on %s", size, slices)
         for rank, (_, conn) in enumerate(self.workers):
             status, message = conn.recv()
@@ -258,3 +275,4 @@ class DataParallelVLLM:
             if process.is_alive():
                 process.terminate()
         self.workers = []
+        atexit.unregister(self.close)

@@ -124,6 +124,46 @@ def test_data_parallel_engines_give_the_single_engine_output_in_order(vllm_gen, 
     assert not any(process.is_alive() for process in processes)  # close() ends the engine processes
 
 
+def _start_a_child(conn) -> None:
+    import multiprocessing
+
+    try:
+        child = multiprocessing.get_context("spawn").Process(target=sorted, args=([],))
+        child.start()
+        child.join()
+        conn.send(child.exitcode)
+    except AssertionError as e:  # "daemonic processes are not allowed to have children"
+        conn.send(str(e))
+
+
+def test_an_engine_process_may_start_processes_of_its_own():
+    """On CUDA vLLM's engine starts an EngineCore process; a daemonic engine process could not."""
+    import multiprocessing
+
+    from mathpipe.vllm_generator import start_worker
+
+    context = multiprocessing.get_context("spawn")
+    parent, child = context.Pipe()
+    process = start_worker(context, _start_a_child, (child,))
+    assert parent.recv() == 0
+    process.join(timeout=60)
+
+
+@pytest.mark.full
+def test_data_parallel_engines_run_with_vllms_own_multiprocessing(pretrained_model_dir, rendered, vllm_gen, monkeypatch):
+    """The process layout of CUDA (each engine's EngineCore in a process of its own), here on CPU."""
+    import dataclasses
+
+    monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "1")
+    s = GenerationSettings(max_new_tokens=16)
+    single = vllm_gen.generate(rendered[:6], s)
+    parallel = make_generator(str(pretrained_model_dir), dataclasses.replace(ENGINE, data_parallel_size=2))
+    try:
+        assert parallel.generate(rendered[:6], s) == single
+    finally:
+        parallel.close()
+
+
 def test_engine_gpus_are_consecutive_groups_of_the_visible_ones():
     from mathpipe.vllm_generator import device_slices
 
