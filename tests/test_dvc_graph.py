@@ -85,6 +85,28 @@ def test_metrics_are_tracked_by_git_not_the_cache():
             assert opts.get("cache") is False, f"metric {path} of stage '{name}' must be cache: false"
 
 
+def rendered_stages(tmp_path: Path, overrides: dict) -> list:
+    """DVC's own view of the stages, in a copy of the checkout whose params.yaml has the overrides."""
+    from dvc.repo import Repo
+
+    from mathpipe.config import load_params
+    from mathpipe.profile import merge
+    from tests.checkout import copy_checkout, run
+
+    repo = copy_checkout(tmp_path / "repo")
+    params = merge(load_params(repo / "params.yaml"), overrides)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    run(["dvc", "dag"], repo)  # renders every stage: a null dep used to stop every DVC command here
+    with Repo(str(repo)) as dvc:
+        return list(dvc.index.stages)
+
+
+def path_deps(stage) -> list[Path]:
+    from dvc.dependency.param import ParamsDependency
+
+    return [Path(dep.fs_path) for dep in stage.deps if not isinstance(dep, ParamsDependency)]
+
+
 @pytest.mark.parametrize("overrides", [
     {"sft": {"val_file": None}},
     {"dpo": {"pairs": {"val_files": None}}},
@@ -95,25 +117,21 @@ def test_metrics_are_tracked_by_git_not_the_cache():
 def test_optional_glob_and_hub_inputs_need_no_edit_of_dvc_yaml(tmp_path, overrides):
     """params.yaml documents these values; dvc.yaml must render and every declared dependency
     exist or be made by a stage, so that `dvc exp run -S ...` alone switches the data source."""
-    from mathpipe.config import load_params
-    from mathpipe.profile import merge
-    from tests.checkout import copy_checkout, run
+    stages = rendered_stages(tmp_path, overrides)
+    made = [Path(out.fs_path) for stage in stages for out in stage.outs]
+    for stage in stages:
+        for path in path_deps(stage):
+            made_here = any(m == path or m in path.parents or path in m.parents for m in made)
+            assert path.exists() or made_here, f"{stage.addressing}: dependency {path} neither exists nor is made by a stage"
 
-    repo = copy_checkout(tmp_path / "repo")
-    params = merge(load_params(repo / "params.yaml"), overrides)
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False, allow_unicode=True), encoding="utf-8")
-    run(["dvc", "dag"], repo)  # renders every stage: a null dep used to stop every DVC command here
-    from dvc.dependency.param import ParamsDependency
-    from dvc.repo import Repo
 
-    with Repo(str(repo)) as dvc:
-        stages = list(dvc.index.stages)
-        made = [Path(out.fs_path) for stage in stages for out in stage.outs]
-        for stage in stages:
-            for dep in stage.deps:
-                if isinstance(dep, ParamsDependency):
-                    continue
-                path = Path(dep.fs_path)
-                made_here = any(m == path or m in path.parents or path in m.parents for m in made)
-                assert path.exists() or made_here, \
-                    f"{stage.addressing}: dependency {dep.def_path} neither exists nor is made by a stage"
+def test_the_real_profile_does_not_depend_on_the_generated_sample(tmp_path):
+    """With a Hub model and Hub data, a change to sample.* must re-run sample_data alone, not download
+    the model again and re-run everything after it."""
+    from mathpipe.profile import load_profile, params_overrides
+
+    stages = rendered_stages(tmp_path, params_overrides(load_profile(str(ROOT / "profiles/qwen3-0.6b.yaml"))))
+    sample = next(Path(out.fs_path) for stage in stages if stage.addressing.endswith("sample_data") for out in stage.outs)
+    for stage in stages:
+        if not stage.addressing.endswith("sample_data"):
+            assert not [p for p in path_deps(stage) if p == sample or sample in p.parents], stage.addressing
