@@ -13,6 +13,15 @@ the last number; the part after the last ``</think>`` is searched first::
     >>> extract_answer("小明先有5个，又买了7个，一共有12个。答案是 12")
     '12'
 
+An output has an answer only if it finished: one that stopped on length, or that opened a
+``<think>`` block (itself, or its prompt did) and never closed it, is unfinished reasoning, and
+`final_answer` gives it none, whatever numbers it holds. Every stage scores through it::
+
+    >>> final_answer("<think>3 + 4 = 7, so 7")
+    (None, 'open_thinking')
+    >>> final_answer("<think>3 + 4 = 7</think> \\boxed{7}", finish_reason="length")
+    (None, 'length')
+
 Equivalence is numeric first (exact fractions), then Math-Verify, then normalised string equality::
 
     >>> is_equivalent("1,000.00", "1000"), is_equivalent("4分之3", "0.75"), is_equivalent("40", "40%")
@@ -56,6 +65,7 @@ _WIDTH_TABLE = {c: c - 0xFEE0 for c in range(0xFF01, 0xFF5F)} | {0x2212: ord("-"
 # Extraction
 # --------------------------------------------------------------------------------------------------
 
+THINK_START = "<think>"
 _THINK_END = "</think>"
 _BOXED_RE = re.compile(r"\\(?:boxed|fbox)\s*\{")
 # Markers of a final answer; the answer is the rest of the line after the last one.
@@ -90,6 +100,31 @@ def extract_answer(text: str) -> str | None:
     # The thinking is searched only if the part after it holds no answer; searching it alone keeps
     # a line like "answer is 12</think>..." from running past the tag.
     return _find_answer(after) or _find_answer(thinking)
+
+
+def unfinished(text: str, finish_reason: str = "stop", thinking_opened: bool = False) -> str | None:
+    """Why an output has no final answer, or None if it finished: 'length' (generation stopped on
+    its token limit) or 'open_thinking' (a <think> block, opened by the output or by its prompt when
+    thinking_opened, was never closed)."""
+    if finish_reason == "length":
+        return "length"
+    whole = (THINK_START if thinking_opened else "") + (text if isinstance(text, str) else "")
+    start = whole.rfind(THINK_START)
+    return "open_thinking" if start >= 0 and whole.find(_THINK_END, start) < 0 else None
+
+
+def final_answer(text: str, finish_reason: str = "stop",
+                 thinking_opened: bool = False) -> tuple[str | None, str | None]:
+    """(answer, None) for a finished output (answer None if it states none); (None, reason) for an
+    unfinished one (see `unfinished`)."""
+    reason = unfinished(text, finish_reason, thinking_opened)
+    return (None, reason) if reason else (extract_answer(text), None)
+
+
+def opens_thinking(prompt: str) -> bool:
+    """True when a rendered prompt ends inside an open <think> block (templates that start the
+    model's thinking for it): its output then needs only the closing tag."""
+    return prompt.rstrip().endswith(THINK_START)
 
 
 def _find_answer(text: str) -> str | None:
@@ -390,14 +425,16 @@ def _keep_outer_alarm():
 
 @dataclass(frozen=True)
 class Verdict:
-    extracted: str | None  # the answer found in the prediction
+    extracted: str | None  # the answer found in the prediction (None if unfinished)
     gold: str  # the gold final answer (after extract_gold)
     correct: bool
+    unfinished: str | None = None  # why there is no final answer: 'length', 'open_thinking'
 
 
-def check(prediction: str, gold: str, benchmark: str) -> Verdict:
-    """Extract the prediction's answer and the gold's final answer, and compare them."""
+def check(prediction: str, gold: str, benchmark: str, finish_reason: str = "stop",
+          thinking_opened: bool = False) -> Verdict:
+    """The prediction's final answer against the gold's; an unfinished prediction is incorrect."""
     gold_answer = extract_gold(gold, benchmark)
-    extracted = extract_answer(prediction)
-    correct = is_equivalent(extracted, gold_answer)
-    return Verdict(extracted=extracted, gold=gold_answer, correct=correct)
+    extracted, reason = final_answer(prediction, finish_reason, thinking_opened)
+    correct = reason is None and is_equivalent(extracted, gold_answer)
+    return Verdict(extracted=extracted, gold=gold_answer, correct=correct, unfinished=reason)

@@ -60,8 +60,9 @@ def evaluate(generator: Generator, rows: list[dict], settings: GenerationSetting
     rendered = [prompts.render_prompt(generator.tokenizer, r["question"], template) for r in rows]
     outputs = generator.generate(rendered, settings)
     predictions = []
-    for row, (completion,) in zip(rows, outputs):
-        extracted = answers.extract_answer(completion.text)
+    for row, prompt, (completion,) in zip(rows, rendered, outputs):
+        extracted, unfinished = answers.final_answer(completion.text, completion.finish_reason,
+                                                     answers.opens_thinking(prompt))
         predictions.append(
             {
                 "id": row["id"],
@@ -69,9 +70,10 @@ def evaluate(generator: Generator, rows: list[dict], settings: GenerationSetting
                 "gold": row["gold"],
                 "output": completion.text,
                 "extracted": extracted,
-                "correct": answers.is_equivalent(extracted, row["gold"]),
+                "correct": unfinished is None and answers.is_equivalent(extracted, row["gold"]),
                 "num_tokens": completion.num_tokens,
                 "finish_reason": completion.finish_reason,
+                "unfinished": unfinished,  # why there is no final answer: length, open_thinking
             }
         )
     n = len(predictions)
@@ -84,7 +86,8 @@ def evaluate(generator: Generator, rows: list[dict], settings: GenerationSetting
         "ci95_low": round(low, 6),
         "ci95_high": round(high, 6),
         "answer_found_rate": sum(p["extracted"] is not None for p in predictions) / n if n else 0.0,
-        "truncated_rate": sum(p["finish_reason"] == "length" for p in predictions) / n if n else 0.0,
+        # stopped before finishing: on the token limit, or with the thinking still open
+        "truncated_rate": sum(p["unfinished"] is not None for p in predictions) / n if n else 0.0,
         "mean_output_tokens": sum(p["num_tokens"] for p in predictions) / n if n else 0.0,
     }
     return EvalResult(metrics=metrics, predictions=predictions)

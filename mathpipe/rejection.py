@@ -108,11 +108,12 @@ def roc_auc(scores: list[float], labels: list[bool]) -> float | None:
 
 
 def select(group: list[dict], rule: str, min_reward: float | None) -> dict | None:
-    """The sample kept for one prompt, or None."""
+    """The sample kept for one prompt, or None. An unfinished sample is never kept: its text
+    teaches length, not reasoning."""
     if rule == "verified_reward":
         pick = max((s for s in group if s["correct"]), key=lambda s: s["reward"], default=None)
     elif rule == "reward":
-        pick = max(group, key=lambda s: s["reward"])
+        pick = max((s for s in group if s["unfinished"] is None), key=lambda s: s["reward"], default=None)
     else:
         pick = next((s for s in group if s["correct"]), None)
     if pick is not None and min_reward is not None and pick["reward"] < min_reward:
@@ -121,9 +122,11 @@ def select(group: list[dict], rule: str, min_reward: float | None) -> dict | Non
 
 
 def rejected_for(group: list[dict], chosen: dict, limit: int) -> list[dict]:
-    """Up to `limit` incorrect samples with distinct texts, lowest reward first, none equal to the chosen one."""
+    """Up to `limit` finished incorrect samples with distinct texts, lowest reward first, none equal to
+    the chosen one (a cut-off text against a finished one would teach length, not correctness)."""
     wrong, seen = [], {chosen["text"].strip()}
-    for s in sorted((s for s in group if not s["correct"]), key=lambda s: s["reward"]):
+    finished_wrong = (s for s in group if not s["correct"] and s["unfinished"] is None)
+    for s in sorted(finished_wrong, key=lambda s: s["reward"]):
         if s["text"].strip() not in seen:
             seen.add(s["text"].strip())
             wrong.append(s)
@@ -147,7 +150,7 @@ def summarise(groups: list[list[dict]], kept: int, pairs: int) -> dict:
         "reward_auc_within_prompt": sum(within) / len(within) if within else None,
         "prompts_with_mixed_verdicts": len(within),
         "answer_found_rate": sum(s["extracted"] is not None for s in samples) / len(samples),
-        "truncated_rate": sum(s["finish_reason"] == "length" for s in samples) / len(samples),
+        "truncated_rate": sum(s["unfinished"] is not None for s in samples) / len(samples),
         "mean_output_tokens": sum(s["num_tokens"] for s in samples) / len(samples),
         "prompts_kept": kept,
         "pairs": pairs,
@@ -166,14 +169,16 @@ def sample(cfg: RejectionConfig, rows: list[dict]) -> tuple[list[list[dict]], di
     finally:
         generator.close()  # vLLM holds most of the GPU: free it before the reward model loads
     groups = []
-    for row, completions in zip(rows, outputs):
+    for row, prompt, completions in zip(rows, rendered, outputs):
         group = []
         for j, c in enumerate(completions):
-            extracted = answers.extract_answer(c.text)
+            extracted, unfinished = answers.final_answer(c.text, c.finish_reason, answers.opens_thinking(prompt))
             group.append({
                 "id": row["id"], "sample": j, "problem": row["problem"], "gold": row["answer"], "text": c.text,
-                "extracted": extracted, "correct": answers.is_equivalent(extracted, row["answer"]),
-                "num_tokens": c.num_tokens, "finish_reason": c.finish_reason, "selected": False,
+                "extracted": extracted,
+                "correct": unfinished is None and answers.is_equivalent(extracted, row["answer"]),
+                "num_tokens": c.num_tokens, "finish_reason": c.finish_reason, "unfinished": unfinished,
+                "selected": False,
             })
         groups.append(group)
     samples = sum(len(g) for g in groups)

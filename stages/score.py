@@ -3,9 +3,10 @@
     python -m stages.score --benchmark gsm8k --input predictions.jsonl [--output verdicts.jsonl]
 
 Each input row holds `prediction` (the model's output text) and the gold answer in the benchmark's
-own field (`answer` for gsm8k and math, `golden` for cmath). The last line of stdout is one JSON
-object, `{"accuracy": 0.75, "n": 4, "correct": 3}`; `--output` also writes every input row with
-`extracted`, `gold_answer` and `correct` added. Bad input prints `error: <message>` and exits
+own field (`answer` for gsm8k and math, `golden` for cmath), and optionally `finish_reason`
+(`length`: the output has no final answer). The last line of stdout is one JSON object,
+`{"accuracy": 0.75, "n": 4, "correct": 3}`; `--output` also writes every input row with
+`extracted`, `gold_answer`, `unfinished` and `correct` added. Bad input prints `error: <message>` and exits
 with status 2.
 """
 
@@ -38,8 +39,9 @@ def score_rows(rows: Iterator[dict], benchmark: str) -> Iterator[dict]:
     """Each row with its verdict added."""
     gold_field = BENCHMARKS[benchmark]
     for row in rows:
-        verdict = check(str(row["prediction"]), str(row[gold_field]), benchmark)
-        verdict_fields = {"extracted": verdict.extracted, "gold_answer": verdict.gold}
+        # A row that says it stopped on length (evaluate's predictions do) has no final answer.
+        verdict = check(str(row["prediction"]), str(row[gold_field]), benchmark, row.get("finish_reason") or "stop")
+        verdict_fields = {"extracted": verdict.extracted, "gold_answer": verdict.gold, "unfinished": verdict.unfinished}
         yield {**row, **verdict_fields, "correct": verdict.correct}
 
 

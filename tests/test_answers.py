@@ -18,7 +18,9 @@ from mathpipe.answers import (
     check,
     extract_answer,
     extract_gold,
+    final_answer,
     is_equivalent,
+    opens_thinking,
     parse_number,
 )
 from mathpipe.errors import ConfigError, PipelineError
@@ -348,3 +350,30 @@ def test_parse_number_never_raises(text):
 @given(st.text(alphabet="0123456789$,.-/\\{}boxed#% 答案是分之又frac", max_size=30))
 def test_extract_and_compare_never_raise_on_answer_like_text(text):
     assert is_equivalent(extract_answer(text), "5") in (True, False)
+
+
+# --- an answer only from a finished output ------------------------------------------------------------------
+
+FINISHED = "<think>\nTom has 3 apples and buys 4: 3 + 4 = 7.\n</think>\n\nTom has \\boxed{7} apples."
+UNFINISHED = "<think>\nTom has 3 apples and buys 4. Let me check again: 3 + 4 = 7"  # ends on the gold
+
+
+@pytest.mark.parametrize(("text", "finish_reason", "opened", "expected"), [
+    (FINISHED, "stop", False, ("7", None)),
+    (UNFINISHED, "stop", False, (None, "open_thinking")),  # EOS inside the thinking: no answer given
+    (UNFINISHED, "length", False, (None, "length")),
+    (FINISHED, "length", False, (None, "length")),  # whatever came before, the output was cut off
+    ("3 + 4 = 7.\n</think>\n\n\\boxed{7}", "stop", True, ("7", None)),  # the prompt opened <think>
+    ("3 + 4 = 7, so 7", "stop", True, (None, "open_thinking")),
+    ("No thinking: 3 + 4 = \\boxed{7}", "stop", False, ("7", None)),
+    ("<think>a</think> <think>b, so 7", "stop", False, (None, "open_thinking")),  # the last block is open
+])
+def test_final_answer_only_from_a_finished_output(text, finish_reason, opened, expected):
+    assert final_answer(text, finish_reason, opened) == expected
+    verdict = check(text, "#### 7", "gsm8k", finish_reason, opened)
+    assert verdict.correct is (expected[1] is None) and verdict.unfinished == expected[1]
+
+
+def test_a_prompt_that_opens_the_thinking_is_recognised():
+    assert opens_thinking("<|im_start|>assistant\n<think>\n")
+    assert not opens_thinking("<|im_start|>assistant\n") and not opens_thinking("<think>\n\n</think>\n\n")

@@ -289,13 +289,31 @@ def test_evaluate_metrics_from_scripted_outputs(tiny_tokenizer):
     assert (m["n"], m["correct"]) == (5, 2) and m["accuracy"] == 2 / 5
     assert (m["ci95_low"], m["ci95_high"]) == tuple(round(x, 6) for x in wilson_interval(2, 5))
     assert m["truncated_rate"] == 1 / 5 and m["mean_output_tokens"] == 40 / 5
-    assert m["answer_found_rate"] == 4 / 5
+    assert m["answer_found_rate"] == 3 / 5  # the truncated output has no final answer
     assert [p["correct"] for p in result.predictions] == [True, True, False, False, False]
     assert [p["id"] for p in result.predictions] == [r["id"] for r in rows]
     assert result.predictions[4]["extracted"] is None
+    assert [p["unfinished"] for p in result.predictions] == [None, None, None, "length", None]
     assert set(result.predictions[0]) == {"id", "question", "gold", "output", "extracted", "correct",
-                                          "num_tokens", "finish_reason"}
+                                          "num_tokens", "finish_reason", "unfinished"}
     assert all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in m.values())
+
+
+def test_evaluate_gives_unfinished_reasoning_no_answer(tiny_tokenizer):
+    """Real-looking thinking outputs: only the finished one can be right, though each ends on the gold."""
+    rows = [{"id": f"q{i}", "question": "Tom has 3 apples and buys 4 more. How many now?", "gold": "7"}
+            for i in range(4)]
+    completions = [
+        Completion("<think>\nTom starts with 3 apples. He buys 4 more: 3 + 4 = 7.\n</think>\n\n"
+                   "Tom has \\boxed{7} apples.", 30, "stop"),  # finished
+        Completion("<think>\nTom starts with 3 apples. He buys 4 more, so 3 + 4 = 7", 4096, "length"),
+        Completion("<think>\nTom starts with 3 apples. Wait, let me recount. 3 + 4 = 7", 40, "stop"),  # EOS inside
+        Completion("<think>\n3 + 4 = 7\n</think>\n\nTom has \\boxed{7", 4096, "length"),  # closed, cut in the answer
+    ]
+    result = evaluate(ScriptedGenerator(tiny_tokenizer, completions), rows, GenerationSettings(), template="boxed")
+    assert [p["correct"] for p in result.predictions] == [True, False, False, False]
+    assert [p["unfinished"] for p in result.predictions] == [None, "length", "open_thinking", "length"]
+    assert result.metrics["truncated_rate"] == 3 / 4 and result.metrics["accuracy"] == 1 / 4
 
 
 def test_evaluate_on_the_tiny_model(gen, questions):

@@ -49,9 +49,9 @@ def test_roc_auc_equals_the_pairwise_definition(data):
 # --- selection and metrics ------------------------------------------------------------------------------
 
 
-def sample(text: str, correct: bool, reward: float) -> dict:
-    return {"text": text, "correct": correct, "reward": reward, "extracted": "1", "finish_reason": "stop",
-            "num_tokens": 10}
+def sample(text: str, correct: bool, reward: float, unfinished: str | None = None) -> dict:
+    return {"text": text, "correct": correct, "reward": reward, "extracted": "1", "num_tokens": 10,
+            "finish_reason": "length" if unfinished == "length" else "stop", "unfinished": unfinished}
 
 
 GROUP = [sample("a", False, 3.0), sample("b", True, 1.0), sample("c", True, 2.0), sample("d", False, -1.0),
@@ -64,6 +64,17 @@ def test_selection_rules():
     assert select(GROUP, "verifier", None)["text"] == "b"  # the first correct one
     assert select(GROUP, "verified_reward", 2.5) is None  # below the threshold
     assert select([sample("x", False, 1.0)], "verified_reward", None) is None
+
+
+def test_an_unfinished_sample_is_never_chosen_nor_rejected():
+    """A cut-off text teaches DPO and the reward model about length, not correctness."""
+    group = [sample("cut", False, 9.0, "length"), sample("open", False, -9.0, "open_thinking"),
+             sample("right", True, 1.0), sample("wrong", False, 0.0)]
+    for rule in ("verified_reward", "reward", "verifier"):
+        assert select(group, rule, None)["text"] == "right", rule
+    assert [s["text"] for s in rejection.rejected_for(group, select(group, "reward", None), 3)] == ["wrong"]
+    assert select([sample("cut", False, 9.0, "length")], "reward", None) is None
+    assert summarise([group], kept=1, pairs=1)["truncated_rate"] == 2 / 4
 
 
 def test_rejected_samples_are_the_lowest_reward_incorrect_ones():

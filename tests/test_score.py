@@ -56,6 +56,17 @@ def test_gsm8k_accuracy_and_verdicts(tmp_path):
     assert all(v["prediction"] == row["prediction"] for v, row in zip(verdicts, GSM8K_ROWS))
 
 
+def test_an_unfinished_prediction_scores_no_answer(tmp_path):
+    rows = [{"prediction": "<think>3 + 4 = 7", "answer": "#### 7"},  # thinking never closed
+            {"prediction": "\\boxed{7}", "answer": "#### 7", "finish_reason": "length"},  # cut off
+            {"prediction": "\\boxed{7}", "answer": "#### 7", "finish_reason": "stop"}]
+    out = tmp_path / "verdicts.jsonl"
+    assert summary(run_score("--benchmark", "gsm8k", "--input", write_rows(tmp_path / "p.jsonl", rows),
+                             "--output", out))["correct"] == 1
+    verdicts = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [v["unfinished"] for v in verdicts] == ["open_thinking", "length", None]
+
+
 def test_cmath_reads_the_golden_field(tmp_path):
     rows = [
         {"question": "q1", "prediction": "3+4=7，7+5=12。答案是 12", "golden": "12"},
