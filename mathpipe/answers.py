@@ -276,6 +276,11 @@ def parse_number(s: str) -> Fraction | None:
     return None if parsed is None else parsed[0]
 
 
+def parses_as_number(answer: str) -> bool:
+    """Whether the checker reads `answer` as a number (gsm8k and cmath golds must be one)."""
+    return _parse_numeric(answer) is not None
+
+
 def _parse_numeric(s: str | None) -> tuple[Fraction, bool] | None:
     """(value, is_percentage) of a plain numeric answer; a percentage's value is already /100."""
     if not isinstance(s, str):

@@ -74,7 +74,7 @@ def iter_jsonl(path: str | Path, required: Iterable[str] = ()) -> Iterator[dict]
     path = Path(path)
     require_file(path)
     required = tuple(required)
-    with path.open(encoding="utf-8") as f:
+    with path.open(encoding="utf-8-sig") as f:  # -sig: a byte-order mark (as spreadsheets write) is read
         for lineno, line in enumerate(f, start=1):
             if not line.strip():
                 continue

@@ -16,7 +16,7 @@ from pathlib import Path
 from mathpipe import prompts
 from mathpipe.cli import run_stage
 from mathpipe.config import from_dict, load_params
-from mathpipe.errors import ConfigError
+from mathpipe.errors import ConfigError, DataError
 from mathpipe.evaluation import EvaluateConfig, evaluate
 from mathpipe.generation import make_generator
 from mathpipe.io import read_jsonl, write_json, write_jsonl
@@ -42,7 +42,10 @@ def main() -> None:
     # Every question file is read (and checked) before the model is loaded.
     benchmarks = {}
     for name in args.benchmark or cfg.benchmarks:
-        rows = read_jsonl(Path(cfg.eval_dir) / f"{name}.jsonl", required=("id", "question", "gold"))
+        path = Path(cfg.eval_dir) / f"{name}.jsonl"
+        rows = read_jsonl(path, required=("id", "question", "gold"))
+        if not rows:
+            raise DataError(f"{path}: no questions (the file is empty): a benchmark of 0 questions measures nothing")
         benchmarks[name] = rows[: cfg.max_samples] if cfg.max_samples is not None else rows
 
     generator = make_generator(str(model_dir), cfg.engine)

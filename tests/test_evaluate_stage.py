@@ -78,3 +78,14 @@ def test_unknown_benchmark_is_named(tmp_path, tiny_model_dir):
     result = run_evaluate(cwd, "--model", tiny_model_dir.name, "--benchmark", "math")
     assert result.returncode == 2
     assert "--benchmark math: not in evaluate.benchmarks" in result.stderr
+
+
+def test_an_empty_question_file_is_an_error_not_a_benchmark_of_0(tmp_path, tiny_model_dir):
+    cwd = project(tmp_path, tiny_model_dir)
+    (cwd / "eval" / "gsm8k.jsonl").write_text("", encoding="utf-8")
+    result = run_evaluate(cwd, "--model", tiny_model_dir.name)
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == ["error: eval/gsm8k.jsonl: no questions (the file is empty): a benchmark of 0 questions "
+                      "measures nothing"], result.stderr
+    assert not (cwd / "predictions").exists() and not (cwd / "metrics").exists()

@@ -512,3 +512,38 @@ def test_stage_exits_2_with_one_error_line(tmp_path, copy_sample, tiny_model_dir
     assert errors[0].startswith(f"error: raw/cmath/test.jsonl:{SMALL_SAMPLE.n_cmath_test + 1}: malformed JSON line")
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "data").exists() and not (tmp_path / "metrics").exists()
+
+
+# --- benchmark files are checked like training files ----------------------------------------------
+
+
+def test_an_empty_benchmark_file_is_one_clear_error(prepare_config, copy_sample, tmp_path):
+    raw = copy_sample()
+    path = raw / "gsm8k" / "test.jsonl"
+    path.write_text("", encoding="utf-8")
+    with pytest.raises(DataError, match=re.escape(f"{path}: no questions (the file is empty)")):
+        prepare(prepare_config(tmp_path / "p", raw_dir=raw))
+    assert_nothing_written(tmp_path / "p")
+
+
+def test_a_gold_that_is_not_a_number_is_one_clear_error(prepare_config, copy_sample, tmp_path):
+    raw = copy_sample()
+    path = raw / "cmath" / "test.jsonl"
+    with path.open("a", encoding="utf-8") as f:
+        f.write(json.dumps({"question": "小明有几个苹果？", "golden": "abc"}, ensure_ascii=False) + "\n")
+    row = SMALL_SAMPLE.n_cmath_test + 1
+    with pytest.raises(DataError, match=re.escape(f"{path}: row {row}: gold answer 'abc' is not a number")):
+        prepare(prepare_config(tmp_path / "p", raw_dir=raw))
+    assert_nothing_written(tmp_path / "p")
+
+
+def test_a_byte_order_mark_is_read(prepare_config, copy_sample, tmp_path):
+    """Spreadsheet tools write UTF-8 with a BOM: the file reads as without one."""
+    raw = copy_sample()
+    plain = prepare(prepare_config(tmp_path / "a", raw_dir=raw))
+    for name in ("gsm8k/test.jsonl", "cmath/test.jsonl"):
+        path = raw / name
+        path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    assert prepare(prepare_config(tmp_path / "b", raw_dir=raw)) == plain
+    for name in ("gsm8k", "cmath"):
+        assert (tmp_path / "a/eval" / f"{name}.jsonl").read_bytes() == (tmp_path / "b/eval" / f"{name}.jsonl").read_bytes()

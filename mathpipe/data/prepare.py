@@ -26,7 +26,7 @@ from typing import Literal
 from tqdm import tqdm
 
 from mathpipe import prompts
-from mathpipe.answers import extract_gold
+from mathpipe.answers import extract_gold, parses_as_number
 from mathpipe.config import check, check_positive, check_range
 from mathpipe.data import readers
 from mathpipe.data.sample import SAMPLE_DIR
@@ -292,6 +292,8 @@ class _Collector:
 
 def run_prepare(cfg: PrepareConfig, tokenizer, inputs: Inputs) -> dict:
     """Write all outputs of prepare into cfg.out_dir (atomically) and return the counts."""
+    # The benchmarks first: they are small, and a bad one should stop the stage before the shards.
+    eval_sets = {"gsm8k": eval_rows("gsm8k", inputs.gsm8k_test), "cmath": eval_rows("cmath", inputs.cmath_test)}
     kept = _Collector(cfg, tokenizer)
     seen: set[str] = set()
     counts: dict[str, Counter] = {"openr1": Counter(), "gsm8k_train": Counter()}
@@ -344,17 +346,6 @@ def run_prepare(cfg: PrepareConfig, tokenizer, inputs: Inputs) -> dict:
             "loosen prepare.filters or check the inputs"
         )
 
-    eval_sets = {
-        "gsm8k": [
-            _eval_row(f"gsm8k-test-{i}", r["question"], extract_gold(r["answer"], "gsm8k"), r["answer"])
-            for i, r in enumerate(readers.iter_gsm8k(inputs.gsm8k_test))
-        ],
-        "cmath": [
-            _eval_row(f"cmath-test-{i}", r["question"], extract_gold(r["golden"], "cmath"), r["golden"])
-            for i, r in enumerate(readers.iter_cmath(inputs.cmath_test))
-        ],
-    }
-
     with atomic_dir(cfg.out_dir) as out:
         for split in ("train", "val"):
             write_jsonl(out / f"sft_{split}.jsonl", kept.sft[split])
@@ -396,8 +387,27 @@ def gsm8k_reasoning(answer: str) -> tuple[str, str]:
     return _CALCULATOR.sub("", body).strip(), final.strip()
 
 
-def _eval_row(rid: str, question: str, gold: str, reference: str) -> dict:
-    return {"id": rid, "question": question, "gold": gold, "reference": reference}
+EVAL_READERS = {"gsm8k": (readers.iter_gsm8k, "answer"), "cmath": (readers.iter_cmath, "golden")}
+
+
+def eval_rows(benchmark: str, paths: list[Path]) -> list[dict]:
+    """A benchmark's questions with their final answers, checked like training files: a file with no
+    question, or a gold answer that is not a number (no prediction could ever match it), is an error
+    naming the file and row."""
+    read, field = EVAL_READERS[benchmark]
+    rows = []
+    for path in paths:
+        before = len(rows)
+        for i, r in enumerate(read([path])):
+            gold = extract_gold(r[field], benchmark)
+            if not parses_as_number(gold):
+                raise DataError(f"{path}: row {i + 1}: gold answer {gold!r} is not a number, so no prediction "
+                                f"could ever match it")
+            rows.append({"id": f"{benchmark}-test-{len(rows)}", "question": r["question"], "gold": gold,
+                         "reference": r[field]})
+        if len(rows) == before:
+            raise DataError(f"{path}: no questions (the file is empty): a benchmark of 0 questions measures nothing")
+    return rows
 
 
 FILTER_ORDER = ("empty_problem", "duplicate", "min_correctness_count", "math_verify", "complete", "finish_stop",
