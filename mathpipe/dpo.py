@@ -130,6 +130,8 @@ def run_dpo(cfg: DPOStageConfig, prefix: str = "dpo") -> dict:
     model_dir = require_model_dir(cfg.model)
     train_rows, val_rows = load_pair_splits(cfg.pairs, f"{prefix}.pairs", cfg.max_train_samples, cfg.max_val_samples)
     tokenizer = load_tokenizer(model_dir, trust_remote_code=cfg.trust_remote_code, padding_side="right")
+    longest = training.check_pairs_fit(tokenizer, train_rows + val_rows, cfg.train.max_length,
+                                       f"{prefix}.train.max_length")
     device = training.training_device()
     model = load_causal_lm(model_dir, dtype=cfg.train.dtype, device=device, trust_remote_code=cfg.trust_remote_code)
     model.train()
@@ -172,6 +174,7 @@ def run_dpo(cfg: DPOStageConfig, prefix: str = "dpo") -> dict:
         "pairs_format": cfg.pairs.format,
         "train_pairs": len(train_rows),
         "val_pairs": len(val_rows),
+        "longest_sequence_tokens": longest,
         "beta": cfg.beta,
         "loss_type": cfg.loss_type,
         "loss_weights": cfg.loss_weights,

@@ -49,6 +49,24 @@ class DryRunSettings:
     gpus: int = 8
 
 
+def check_pair_lengths(configs: dict) -> str:
+    """The preference trainers' max_length must hold the longest answer they are given plus a
+    prompt, or the trainer cuts the very tokens that tell chosen from rejected. The stages check
+    the real pairs; this catches it before the GPUs start, from the producing stage's own limit."""
+    rejection, dpo, prepare = configs["rejection_sampling"], configs["dpo"], configs["prepare"]
+    answers = rejection.generation.max_new_tokens
+    if dpo.pairs.hub is None and Path(rejection.out_dir) in Path(dpo.pairs.train_files).parents:
+        if dpo.train.max_length <= answers:
+            raise ConfigError(f"dpo.train.max_length: {dpo.train.max_length} cannot hold a prompt and an answer of "
+                              f"rejection_sampling.generation.max_new_tokens ({answers}) tokens")
+    reward = configs["reward_model"]
+    if Path(prepare.out_dir) in Path(reward.train_file).parents and prepare.filters.max_tokens is not None:
+        if reward.train.max_length < prepare.filters.max_tokens:
+            raise ConfigError(f"reward_model.train.max_length: {reward.train.max_length} is shorter than the pairs "
+                              f"prepare keeps (prepare.filters.max_tokens: {prepare.filters.max_tokens})")
+    return "pair lengths: dpo and reward_model max_length hold the pairs they are given"
+
+
 def section_configs(params: dict) -> dict:
     """Every stage's parameter section, parsed and validated: errors name the key."""
     from mathpipe.attention import AttentionConfig
@@ -143,6 +161,7 @@ def check_model(configs: dict, cfg, causal, classifier, gpus_available: int) -> 
         if value is not None and value > context:
             raise ConfigError(f"{key}: {value} is longer than the model's context ({context} tokens)")
     lines.append(f"lengths: all within the model's context of {context:,} tokens")
+    lines.append(check_pair_lengths(configs))
     return lines
 
 

@@ -179,6 +179,8 @@ def run_reward_model(cfg: RewardStageConfig, prefix: str = "reward_model") -> di
     train_rows = load_pairs(cfg.train_file, cfg.max_train_samples)
     val_rows = load_pairs(cfg.val_file, cfg.max_val_samples)
     tokenizer = load_tokenizer(model_dir, trust_remote_code=cfg.trust_remote_code, padding_side="right")
+    longest = training.check_pairs_fit(tokenizer, train_rows + val_rows, cfg.train.max_length,
+                                       f"{prefix}.train.max_length")
     device = training.training_device()
     # The one-logit head is new and randomly initialised here, before the Trainer seeds anything.
     set_seed(cfg.train.seed)
@@ -240,6 +242,7 @@ def run_reward_model(cfg: RewardStageConfig, prefix: str = "reward_model") -> di
         "backbone": str(model_dir),
         "steps": trainer.state.global_step,
         "train_pairs": len(train_rows),
+        "longest_sequence_tokens": longest,
         "trainable_parameters": trainable,
         "total_parameters": total,
         "train_seconds": round(seconds, 2),

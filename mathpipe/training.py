@@ -160,6 +160,22 @@ def trainer_kwargs(settings: TrainSettings, checkpoint_dir: Path, device: str, h
     )
 
 
+def check_pairs_fit(tokenizer, rows: list[dict], max_length: int, key: str) -> int:
+    """Stop before training when a prompt + chosen or prompt + rejected sequence is longer than
+    max_length: the trainer would cut the end of the answer and its EOS, the very tokens that tell
+    chosen from rejected. Returns the longest sequence, in tokens."""
+    texts = [tokenizer.apply_chat_template(list(row["prompt"]) + list(row[side]), tokenize=False)
+             for row in rows for side in ("chosen", "rejected")]
+    lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]] if texts else [0]
+    too_long = sum(n > max_length for n in lengths)
+    if too_long:
+        raise ConfigError(
+            f"{key}: {max_length} tokens would cut {too_long} of {len(lengths)} sequences (prompt + answer; the "
+            f"longest has {max(lengths)}): raise it to at least {max(lengths)}, or shorten the answers (pairs from "
+            "rejection sampling run up to their prompt + rejection_sampling.generation.max_new_tokens)")
+    return max(lengths)
+
+
 def count_parameters(model) -> tuple[int, int]:
     """(trainable, total) parameters."""
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)

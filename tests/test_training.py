@@ -18,7 +18,7 @@ from mathpipe.io import write_jsonl
 
 TRAIN = {"epochs": 1, "max_steps": 4, "batch_size": 4, "eval_batch_size": 4, "learning_rate": 1e-3,
          "logging_steps": 1, "eval_steps": 2, "save_steps": 2, "max_length": 256}
-PAIR_TRAIN = {**TRAIN, "group_by_length": False}
+PAIR_TRAIN = {**TRAIN, "group_by_length": False, "max_length": 512}  # prepare keeps pairs within 512 tokens
 LORA = {"r": 4, "alpha": 8}
 
 
@@ -426,6 +426,27 @@ def test_dpo_trains_an_adapter_on_the_policy(tmp_path, tiny_model_dir, prepared)
     assert summary["train_pairs"] == 16 and summary["val_pairs"] == 3 and summary["steps"] == 4
     assert 0.0 <= summary["held_out"]["reward_accuracy"] <= 1.0
     assert summary["held_out"]["reward_margin"] is not None
+
+
+@pytest.mark.parametrize("stage", ["dpo", "reward_model"])
+def test_a_max_length_that_would_cut_answers_stops_before_training(tmp_path, tiny_model_dir, prepared, stage):
+    """Truncation would cut the answer's end and EOS, the tokens that tell chosen from rejected."""
+    from mathpipe.dpo import DPOStageConfig, run_dpo
+    from mathpipe.reward import RewardStageConfig, run_reward_model
+
+    common = {"model": str(tiny_model_dir), "max_train_samples": 8, "max_val_samples": 2,
+              "out_dir": str(tmp_path / "out"), "checkpoint_dir": str(tmp_path / "ckpt"),
+              "live_dir": str(tmp_path / "live"), "lora": LORA, "train": {**PAIR_TRAIN, "max_length": 32}}
+    files = {"train_file": str(prepared / "pairs_train.jsonl"), "val_file": str(prepared / "pairs_val.jsonl")}
+    if stage == "dpo":
+        cfg, run = from_dict(DPOStageConfig, {**common, "pairs": {"train_files": files["train_file"],
+                                                                   "val_files": files["val_file"]}}, stage), run_dpo
+    else:
+        cfg, run = from_dict(RewardStageConfig, {**common, **files}, stage), run_reward_model
+    with pytest.raises(ConfigError, match=rf"^{stage}\.train\.max_length: 32 tokens would cut \d+ of 20 sequences"
+                                          r".*rejection_sampling\.generation\.max_new_tokens"):
+        run(cfg)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "ckpt").exists()
 
 
 def test_dpo_holds_out_a_share_when_there_is_no_validation_file(tmp_path, prepared):
