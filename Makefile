@@ -23,7 +23,7 @@ export PYTHONUNBUFFERED := 1
 
 PROFILE ?=
 
-.PHONY: help setup run dry-run lint test test-full bench bench-generation bench-cache metrics diff plots report status lock clean distclean
+.PHONY: help setup run dry-run lint test test-full bench bench-generation bench-cache bench-stages metrics diff plots report status lock clean distclean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -64,13 +64,16 @@ test: lint  ## lint, unit and property tests, and the whole pipeline on the smok
 test-full: lint  ## everything in make test, and the full default run against dvc.lock and metrics/
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-bench: bench-generation bench-cache  ## both benchmarks below (not part of dvc repro)
+bench: bench-generation bench-cache bench-stages  ## the benchmarks below (not part of dvc repro)
 
 bench-generation: run  ## vLLM vs transformers generation throughput -> metrics/bench/generation.json
 	$(BIN)/python -m benchmarks.generation $(BENCH_ARGS)
 
 bench-cache: setup  ## DVC cache on a 1 GB checkpoint, copy vs links -> metrics/bench/dvc_cache.json
 	$(BIN)/python -m benchmarks.dvc_cache $(BENCH_ARGS)
+
+bench-stages: setup  ## where a fresh dvc repro's time goes, stage by stage, imports included -> metrics/bench/stages.json
+	$(BIN)/python -m benchmarks.stages $(BENCH_ARGS)
 
 metrics: setup  ## show the metrics of the workspace
 	$(DVC) metrics show
@@ -82,8 +85,9 @@ diff: setup  ## compare metrics and params with a git revision: make diff REV=HE
 plots: setup  ## render the DVC plots of the workspace to an HTML page
 	$(DVC) plots show -o $(REPORT_DIR)
 
-report: run  ## bring the pipeline up to date, print the results table, render every plot to one HTML page
+report: run  ## bring the pipeline up to date, copy the results table into README.md, render every plot to one page
 	@$(DVC) plots show -o $(REPORT_DIR) > /dev/null
+	@$(BIN)/python -m mathpipe.readme
 	@cat metrics/report.md
 	@echo
 	@echo "report: $(abspath $(REPORT_DIR))/index.html"
