@@ -109,12 +109,14 @@ def build_base_model(cfg: BaseModelConfig) -> dict:
             tokenizer = train_tokenizer(
                 corpus_texts(Path(cfg.corpus_dir)), cfg.tiny.vocab_size, cfg.tiny.max_position_embeddings
             )
+            # Saved as trained, before pre-training: encoding with truncation sets state in the
+            # tokenizer that tokenizer.json would keep, and the tokenizer would then depend on it.
+            tokenizer.save_pretrained(out)
             model = build_model(tokenizer, cfg.tiny, cfg.seed)
             trained = {}
             if cfg.pretrain.epochs > 0:
                 trained = pretrain(model, tokenizer, pretraining_texts(Path(cfg.corpus_dir)), cfg.pretrain, cfg.seed)
             model.save_pretrained(out)
-            tokenizer.save_pretrained(out)
             origin = {"model_id": "tiny-qwen3", "revision": fingerprint(out), **trained}
         elif cfg.source == "hub":
             _download(cfg.hub, out)

@@ -217,6 +217,8 @@ def test_pretraining_learns_the_corpus_and_is_reproducible(tiny_model_dir, sampl
     assert first["pretrain_steps"] > 0 and first["pretrain_texts"] == len(pretraining_texts(sample_dir))
     assert (tmp_path / "a/model.safetensors").read_bytes() == (tmp_path / "b/model.safetensors").read_bytes()
     assert first["revision"] == second["revision"] != read_origin(tiny_model_dir)["revision"]
+    # the tokenizer is the one trained on the corpus, whatever pre-training did with it
+    assert first["tokenizer_revision"] == read_origin(tiny_model_dir)["tokenizer_revision"]
     for name in ("model.safetensors", ORIGIN_FILE):  # the whole folder, so DVC sees the same output
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
     assert first["pretrain_seconds"] > 0 and "pretrain_seconds" not in read_origin(tmp_path / "a")
