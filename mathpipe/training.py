@@ -272,11 +272,28 @@ def save_trained(trainer, tokenizer, out_dir: str | Path) -> None:
         # The Trainer also pickles its arguments there; they are in params.yaml already, a pickle is
         # unsafe to load, and this one differs from run to run, so the output would never hash the same.
         (staging / TRAINING_ARGS_NAME).unlink(missing_ok=True)
+        canonical_adapter_config(staging)
         tokenizer.save_pretrained(str(staging))
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(staging, out_dir)
     state.wait_for_everyone()
+
+
+ADAPTER_SET_KEYS = ("target_modules", "exclude_modules")  # sets in PEFT's LoraConfig
+
+
+def canonical_adapter_config(folder: Path) -> None:
+    """PEFT saves target_modules, a set, in the order of this process's string hashes, which is
+    random per process: sorted, the same adapter hashes the same in every run (DVC's cache, the lock)."""
+    path = Path(folder) / "adapter_config.json"
+    if not path.is_file():
+        return
+    config = json.loads(path.read_text(encoding="utf-8"))
+    for key in ADAPTER_SET_KEYS:
+        if isinstance(config.get(key), list):
+            config[key] = sorted(config[key])
+    path.write_text(json.dumps(config, indent=2, sort_keys=True), encoding="utf-8")  # PEFT's own layout
 
 
 def training_device() -> str:
