@@ -102,7 +102,8 @@ def stage_figures(stage_metrics: dict[str, str]) -> dict[str, list[dict]]:
                 value = values
             else:
                 value = values[0]
-                text = format(value, fmt)
+                # None: the stage had nothing to measure it on (say, no prompt with both verdicts)
+                text = "n/a" if value is None else format(value, fmt)
             rows.append({"figure": label, "value": value, "text": text})
         figures[stage] = rows
     return figures

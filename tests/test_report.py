@@ -67,6 +67,16 @@ def test_stage_figures_read_nested_keys_and_format_them(tmp_path):
     assert "**reward_model**" in markdown and "| held-out pairwise accuracy | 0.706 |" in markdown
 
 
+def test_a_figure_the_stage_could_not_measure_reads_n_a(tmp_path):
+    """No prompt with both a right and a wrong sample: the within-prompt AUC is null, not a crash."""
+    sampling = tmp_path / "rs.json"
+    sampling.write_text(json.dumps({"prompts": 12, "samples_per_prompt": 8, "pass_at_1": 0.0, "pass_at_n": 0.0,
+                                    "reward_selected_accuracy": 0.0, "reward_auc_within_prompt": None,
+                                    "pairs_train": 20, "pairs_val": 4}))
+    texts = {r["figure"]: r["text"] for r in stage_figures({"rejection_sampling": str(sampling)})["rejection_sampling"]}
+    assert texts["reward AUC (within a prompt)"] == "n/a"
+
+
 def test_a_stage_file_without_a_figure_is_named(tmp_path):
     reward = tmp_path / "reward.json"
     reward.write_text(json.dumps({"held_out": {"pairs": 170}}))
