@@ -20,6 +20,8 @@ BENCH_ARGS ?=
 
 export PATH := $(abspath $(BIN)):$(PATH)
 export PYTHONUNBUFFERED := 1
+# No usage pings from huggingface_hub (a cluster node or this machine often has no network for them).
+export HF_HUB_DISABLE_TELEMETRY ?= 1
 
 PROFILE ?=
 

@@ -6,6 +6,14 @@ treated as read-only: a test that needs to modify the data copies it first (`cop
 
 from __future__ import annotations
 
+import os
+
+# Before anything imports huggingface_hub, which reads them once. Tests never reach the Hub and start
+# no telemetry thread: one crashed the test process with a segmentation fault inside getaddrinfo on
+# a machine with no network. Subprocesses (dvc repro, the stages) inherit both.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
 import shutil
 from pathlib import Path
 
