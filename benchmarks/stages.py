@@ -4,9 +4,10 @@
     python -m benchmarks.stages --profile smoke     # the same for profiles/smoke.yaml (a few minutes)
 
 The copy runs `dvc repro` from nothing (no cache), and each stage's wall time is read off DVC's
-"Running stage" lines as they stream. Beside it, what every stage process pays before any work:
-the seconds `python -c "import stages.<module>"` takes (median of --repeats, run after the
-pipeline, one at a time). Writes metrics/bench/stages.json and prints the table, slowest first.
+"Running stage" lines as they stream. Beside it, the seconds `python -c "import stages.<module>"`
+takes (median of --repeats, run after the pipeline, one at a time): a floor on what each stage
+process pays before any work, since libraries a stage imports inside its functions (TRL, vLLM)
+are not counted. Writes metrics/bench/stages.json and prints the table, slowest first.
 """
 
 from __future__ import annotations
