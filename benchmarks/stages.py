@@ -28,10 +28,8 @@ from pathlib import Path
 import yaml
 
 from mathpipe.cli import run_stage
-from mathpipe.config import load_params
 from mathpipe.io import write_json
-from mathpipe.profile import load_profile, merge, params_overrides
-from tests.checkout import ROOT, commit, copy_checkout
+from tests.checkout import ROOT, apply_profile, copy_checkout
 
 log = logging.getLogger("benchmarks.stages")
 RUNNING = re.compile(r"^Running stage '([^']+)'")
@@ -83,9 +81,7 @@ def main() -> None:
     try:
         repo = copy_checkout(scratch / "repo")
         if args.profile:
-            params = merge(load_params(repo / "params.yaml"), params_overrides(load_profile(args.profile)))
-            (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False, allow_unicode=True))
-            commit(repo, f"profile {args.profile}")
+            apply_profile(repo, args.profile)
         seconds, total = timed_repro(repo)
         modules = stage_modules(repo)
         imports = {m: import_seconds(repo, m, args.repeats) for m in sorted(set(modules.values()))}

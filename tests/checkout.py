@@ -11,6 +11,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
+from mathpipe.config import load_params
+from mathpipe.profile import load_profile, merge, params_overrides
+
 ROOT = Path(__file__).resolve().parents[1]
 # Stages whose outputs hash the same on every machine (README, "Reproducibility"); the tokenizer
 # too, by its own fingerprint (tokenizer_revision in metrics/base_model.json).
@@ -49,3 +54,16 @@ def copy_checkout(dest: Path) -> Path:
 def commit(repo: Path, message: str) -> None:
     run(["git", "add", "-A"], repo)
     run(["git", "-c", "user.name=e2e", "-c", "user.email=e2e@localhost", "commit", "-q", "-m", message], repo)
+
+
+def override_params(repo: Path, overrides: dict) -> dict:
+    """The copy's params.yaml with `overrides` applied (a key params lacks is an error); returns it."""
+    params = merge(load_params(repo / "params.yaml"), overrides)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    return params
+
+
+def apply_profile(repo: Path, profile: str) -> None:
+    """The copy's params.yaml with a profile applied (as `make run PROFILE=...` would), committed."""
+    override_params(repo, params_overrides(load_profile(str(repo / "profiles" / f"{profile}.yaml"))))
+    commit(repo, f"profile {profile}")

@@ -89,13 +89,10 @@ def rendered_stages(tmp_path: Path, overrides: dict) -> list:
     """DVC's own view of the stages, in a copy of the checkout whose params.yaml has the overrides."""
     from dvc.repo import Repo
 
-    from mathpipe.config import load_params
-    from mathpipe.profile import merge
-    from tests.checkout import copy_checkout, run
+    from tests.checkout import copy_checkout, override_params, run
 
     repo = copy_checkout(tmp_path / "repo")
-    params = merge(load_params(repo / "params.yaml"), overrides)
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    override_params(repo, overrides)
     run(["dvc", "dag"], repo)  # renders every stage: a null dep used to stop every DVC command here
     with Repo(str(repo)) as dvc:
         return list(dvc.index.stages)

@@ -24,8 +24,7 @@ import yaml
 
 from mathpipe.attention import CONTINUATION
 from mathpipe.config import load_params
-from mathpipe.profile import load_profile, merge, params_overrides
-from tests.checkout import ROOT, STAGES_REPRODUCED_EXACTLY, commit, copy_checkout, outs_hashes, run
+from tests.checkout import ROOT, STAGES_REPRODUCED_EXACTLY, apply_profile, commit, copy_checkout, outs_hashes, run
 
 pytestmark = pytest.mark.e2e
 
@@ -39,9 +38,7 @@ def project(request, tmp_path_factory) -> Path:
     """A copy of the checkout, `dvc repro` run once: with the smoke profile applied, or as committed."""
     dest = copy_checkout(tmp_path_factory.mktemp(f"e2e-{request.param}") / "repo")
     if request.param == "smoke":
-        params = merge(load_params(dest / "params.yaml"), params_overrides(load_profile(str(dest / "profiles/smoke.yaml"))))
-        (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False, allow_unicode=True), encoding="utf-8")
-        commit(dest, "smoke profile")
+        apply_profile(dest, "smoke")
     run(["dvc", "repro"], dest)
     return dest
 
