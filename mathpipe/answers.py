@@ -281,6 +281,14 @@ def parses_as_number(answer: str) -> bool:
     return _parse_numeric(answer) is not None
 
 
+def gold_is_checkable(gold: str, benchmark: str) -> bool:
+    """Whether any prediction could match this gold: gsm8k and cmath golds must be numbers; a math
+    gold may be any answer the checker reads (a number, or LaTeX that Math-Verify parses)."""
+    if parses_as_number(gold):
+        return True
+    return benchmark == "math" and bool(gold.strip()) and _math_verify_parses(gold)
+
+
 def _parse_numeric(s: str | None) -> tuple[Fraction, bool] | None:
     """(value, is_percentage) of a plain numeric answer; a percentage's value is already /100."""
     if not isinstance(s, str):
@@ -387,6 +395,22 @@ def _as_latex(answer: str) -> str:
 
 
 def _math_verify_equal(pred: str, gold: str) -> bool:
+    def compare(math_verify, timeout):
+        gold_parsed = math_verify.parse(_as_latex(gold), parsing_timeout=timeout)
+        pred_parsed = math_verify.parse(_as_latex(pred), parsing_timeout=timeout)
+        if not gold_parsed or not pred_parsed:
+            return False
+        return math_verify.verify(gold_parsed, pred_parsed, timeout_seconds=timeout)
+
+    return _with_math_verify(compare, f"{pred!r} vs {gold!r}")
+
+
+def _math_verify_parses(answer: str) -> bool:
+    return _with_math_verify(lambda mv, timeout: mv.parse(_as_latex(answer), parsing_timeout=timeout), repr(answer))
+
+
+def _with_math_verify(call, what: str) -> bool:
+    """bool(call(math_verify, timeout)), False on any failure of Math-Verify."""
     try:
         import math_verify
         from math_verify.errors import TimeoutException
@@ -399,14 +423,10 @@ def _math_verify_equal(pred: str, gold: str) -> bool:
     timeout = _MATH_VERIFY_TIMEOUT_S if in_main_thread else None
     try:
         with _keep_outer_alarm() if in_main_thread else contextlib.nullcontext():
-            gold_parsed = math_verify.parse(_as_latex(gold), parsing_timeout=timeout)
-            pred_parsed = math_verify.parse(_as_latex(pred), parsing_timeout=timeout)
-            if not gold_parsed or not pred_parsed:
-                return False
-            return bool(math_verify.verify(gold_parsed, pred_parsed, timeout_seconds=timeout))
+            return bool(call(math_verify, timeout))
     # Odd input must never stop a run. TimeoutException derives from BaseException, not Exception.
     except (Exception, TimeoutException) as e:  # noqa: BLE001 - a verdict of False, never a crash
-        log.debug("math-verify failed on %r vs %r: %r", pred, gold, e)
+        log.debug("math-verify failed on %s: %r", what, e)
         return False
 
 

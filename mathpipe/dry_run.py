@@ -168,11 +168,14 @@ def check_model(configs: dict, cfg, causal, classifier, gpus_available: int) -> 
 def check_data(configs: dict, settings: DryRunSettings) -> list[str]:
     """Hub sources pinned; local copies of them read with the pipeline's readers."""
     from mathpipe.data import readers
-    from mathpipe.data.schemas import CMATH_GOLD_FIELD, CMATH_QUESTION_FIELDS, GSM8K_FIELDS, OPENR1_SCHEMA
+    from mathpipe.data.prepare import EVAL_FILES, eval_rows
+    from mathpipe.data.schemas import CMATH_GOLD_FIELD, CMATH_QUESTION_FIELDS, GSM8K_FIELDS, MATH_FIELDS, OPENR1_SCHEMA
 
     expected = {"openr1": ", ".join(OPENR1_SCHEMA.names), "gsm8k_train": ", ".join(GSM8K_FIELDS),
                 "gsm8k_test": ", ".join(GSM8K_FIELDS),
-                "cmath_test": f"{' or '.join(CMATH_QUESTION_FIELDS)}, {CMATH_GOLD_FIELD}"}
+                "cmath_test": f"{' or '.join(CMATH_QUESTION_FIELDS)}, {CMATH_GOLD_FIELD}",
+                "math_test": ", ".join(MATH_FIELDS)}
+    benchmark_of = {source: benchmark for benchmark, source in EVAL_FILES.items()}
     prepare = configs["prepare"]
     lines = []
     if prepare.source == "hub":
@@ -186,10 +189,10 @@ def check_data(configs: dict, settings: DryRunSettings) -> list[str]:
         if not path.is_file():
             lines.append(f"{name}: local copy {path} not here, not checked")
             continue
-        if name.startswith("gsm8k"):
+        if name in benchmark_of:  # read and checked (gold answers included) as prepare does
+            rows = len(eval_rows(benchmark_of[name], [path]))
+        elif name == "gsm8k_train":
             rows = sum(1 for _ in readers.iter_gsm8k([path]))
-        elif name.startswith("cmath"):
-            rows = sum(1 for _ in readers.iter_cmath([path]))
         elif name == "openr1":
             readers.check_parquet_schema(path, OPENR1_SCHEMA.names)
             rows = None
@@ -246,9 +249,10 @@ def estimate(configs: dict, cfg, causal, settings: DryRunSettings) -> list[str]:
                 f"of KV cache each; {samples:,} samples, ~{gen_tokens / 1e6:.0f} M tokens, "
                 f"~{gen_tokens / (DECODE_TOKENS_PER_SECOND * engines * tp) / 60:.0f} min")
     ev = configs["evaluate"]
-    eval_tokens = (1319 + 1098) * ev.generation.max_new_tokens * 0.5
+    eval_tokens = (1319 + 1098 + 500) * ev.generation.n * ev.generation.max_new_tokens * 0.5
     gpus_per_eval = ev.engine.data_parallel_size * ev.engine.tensor_parallel_size
-    rows.append(f"evaluate: ~{eval_tokens / 1e6:.1f} M tokens per model (both benchmarks), "
+    rows.append(f"evaluate: ~{eval_tokens / 1e6:.1f} M tokens per model "
+                f"(GSM8K, CMATH, MATH-500; {ev.generation.n} answers per question), "
                 f"~{max(1, eval_tokens / (DECODE_TOKENS_PER_SECOND * gpus_per_eval) / 60):.0f} min "
                 f"per model on {gpus_per_eval} GPU(s), {len(ev.models)} models")
     rows.append(f"(assumed: {EFFECTIVE_TFLOPS:.0f} TFLOPS per GPU in training, {DECODE_TOKENS_PER_SECOND:,} tokens/s "

@@ -2,7 +2,10 @@
 
     result = evaluate(generator, rows, settings, template="boxed")
     result.metrics   # {"accuracy": 0.62, "n": 200, "correct": 124, "ci95_low": ..., ...}
-    result.predictions   # one dict per question: question, gold, output, extracted, correct
+    result.predictions   # one dict per question and sample: question, gold, output, extracted, correct
+
+With generation.n > 1 (sampled, e.g. Qwen3's thinking settings: temperature 0.6, top_p 0.95, top_k 20)
+the metrics are avg@n (`accuracy`), maj@n and pass@n, each with a 95% interval.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from mathpipe.generation import EngineSettings, GenerationSettings, Generator
 @dataclass
 class EvaluateConfig:
     models: list[str] = field(default_factory=lambda: ["base"])
-    benchmarks: list[Literal["gsm8k", "cmath"]] = field(default_factory=lambda: ["gsm8k", "cmath"])
+    benchmarks: list[Literal["gsm8k", "cmath", "math"]] = field(default_factory=lambda: ["gsm8k", "cmath", "math"])
     models_dir: str = "models"
     eval_dir: str = "data/prepared/eval"
     predictions_dir: str = "data/predictions"
@@ -33,7 +36,6 @@ class EvaluateConfig:
         check(bool(self.models), f"{prefix}.models", "must name at least one model")
         if self.max_samples is not None:
             check_positive(self.max_samples, f"{prefix}.max_samples")
-        check(self.generation.n == 1, f"{prefix}.generation.n", "evaluation scores one completion per question")
         prompts.instruction(self.template)
 
 
@@ -56,38 +58,95 @@ class EvalResult:
 
 
 def evaluate(generator: Generator, rows: list[dict], settings: GenerationSettings, template: str) -> EvalResult:
-    """rows: {"id", "question", "gold"} as written by prepare."""
+    """rows: {"id", "question", "gold"} as written by prepare. settings.n > 1 samples n answers per
+    question and reports avg@n (`accuracy`), maj@n and pass@n; n = 1 is plain accuracy."""
     rendered = [prompts.render_prompt(generator.tokenizer, r["question"], template) for r in rows]
     outputs = generator.generate(rendered, settings)
-    predictions = []
-    for row, prompt, (completion,) in zip(rows, rendered, outputs):
-        extracted, unfinished = answers.final_answer(completion.text, completion.finish_reason,
-                                                     answers.opens_thinking(prompt))
-        predictions.append(
-            {
-                "id": row["id"],
-                "question": row["question"],
-                "gold": row["gold"],
-                "output": completion.text,
-                "extracted": extracted,
-                "correct": unfinished is None and answers.is_equivalent(extracted, row["gold"]),
-                "num_tokens": completion.num_tokens,
-                "finish_reason": completion.finish_reason,
-                "unfinished": unfinished,  # why there is no final answer: length, open_thinking
-            }
-        )
-    n = len(predictions)
-    correct = sum(p["correct"] for p in predictions)
-    low, high = wilson_interval(correct, n)
+    predictions, groups = [], []
+    for row, prompt, completions in zip(rows, rendered, outputs):
+        group = [_prediction(row, k, completion, answers.opens_thinking(prompt))
+                 for k, completion in enumerate(completions)]
+        predictions += group
+        groups.append(group)
+    return EvalResult(metrics=score(groups), predictions=predictions)
+
+
+def _prediction(row: dict, sample: int, completion, thinking_opened: bool) -> dict:
+    extracted, unfinished = answers.final_answer(completion.text, completion.finish_reason, thinking_opened)
+    return {
+        "id": row["id"],
+        "sample": sample,
+        "question": row["question"],
+        "gold": row["gold"],
+        "output": completion.text,
+        "extracted": extracted,
+        "correct": unfinished is None and answers.is_equivalent(extracted, row["gold"]),
+        "num_tokens": completion.num_tokens,
+        "finish_reason": completion.finish_reason,
+        "unfinished": unfinished,  # why there is no final answer: length, open_thinking
+    }
+
+
+def score(groups: list[list[dict]]) -> dict:
+    """Metrics of the predictions, grouped by question (one group of n samples per question).
+
+    n = 1: accuracy with its Wilson interval. n > 1: `accuracy` is avg@n (mean accuracy over samples,
+    its interval from the spread across questions), plus maj@n (the most frequent final answer,
+    equivalent answers counted together) and pass@n (any sample correct), each with a Wilson interval.
+    """
+    flat = [p for group in groups for p in group]
+    total = len(flat)
+    correct = sum(p["correct"] for p in flat)
+    rate = lambda key: sum(p[key] is not None for p in flat) / total if total else 0.0  # noqa: E731
+    samples = len(groups[0]) if groups else 1
+    if samples == 1:
+        low, high = wilson_interval(correct, total)
+    else:
+        low, high = mean_interval([sum(p["correct"] for p in g) / len(g) for g in groups])
     metrics = {
-        "accuracy": correct / n if n else 0.0,
-        "n": n,
+        "accuracy": correct / total if total else 0.0,
+        "n": total,
         "correct": correct,
         "ci95_low": round(low, 6),
         "ci95_high": round(high, 6),
-        "answer_found_rate": sum(p["extracted"] is not None for p in predictions) / n if n else 0.0,
+        "answer_found_rate": rate("extracted"),
         # stopped before finishing: on the token limit, or with the thinking still open
-        "truncated_rate": sum(p["unfinished"] is not None for p in predictions) / n if n else 0.0,
-        "mean_output_tokens": sum(p["num_tokens"] for p in predictions) / n if n else 0.0,
+        "truncated_rate": rate("unfinished"),
+        "mean_output_tokens": sum(p["num_tokens"] for p in flat) / total if total else 0.0,
     }
-    return EvalResult(metrics=metrics, predictions=predictions)
+    if samples > 1:
+        metrics["questions"] = len(groups)
+        metrics["samples_per_question"] = samples
+        for name, hits in (("maj_at_n", sum(majority_correct(g) for g in groups)),
+                           ("pass_at_n", sum(any(p["correct"] for p in g) for g in groups))):
+            low, high = wilson_interval(hits, len(groups))
+            metrics.update({name: hits / len(groups), f"{name}_ci95_low": round(low, 6),
+                            f"{name}_ci95_high": round(high, 6)})
+    return metrics
+
+
+def majority_correct(group: list[dict]) -> bool:
+    """Whether the most frequent final answer of the group is correct. Equivalent answers ("0.5",
+    "1/2") vote together; unfinished samples do not vote; a tie goes to the answer seen first."""
+    votes: list[list[dict]] = []  # clusters of equivalent answers, in order of first appearance
+    for p in group:
+        if p["extracted"] is None:
+            continue
+        cluster = next((c for c in votes if answers.is_equivalent(p["extracted"], c[0]["extracted"])), None)
+        if cluster is None:
+            votes.append([p])
+        else:
+            cluster.append(p)
+    if not votes:
+        return False
+    return max(votes, key=len)[0]["correct"]  # max keeps the first of equally large clusters
+
+
+def mean_interval(values: list[float], z: float = 1.959964) -> tuple[float, float]:
+    """95% normal interval of a mean of per-question scores, clipped to [0, 1]."""
+    if len(values) < 2:
+        return 0.0, 1.0
+    mean = sum(values) / len(values)
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+    half = z * sd / math.sqrt(len(values))
+    return max(0.0, mean - half), min(1.0, mean + half)

@@ -31,6 +31,7 @@ class GenerationSettings:
     max_new_tokens: int = 256
     temperature: float = 0.0  # 0 means greedy
     top_p: float = 1.0
+    top_k: int = 0  # sample from the k likeliest tokens only (0: all of them); Qwen3 thinking mode: 20
     n: int = 1  # completions per prompt
     seed: int = 0
     stop: list[str] = field(default_factory=lambda: ["<|im_end|>", "<|im_start|>"])
@@ -39,6 +40,7 @@ class GenerationSettings:
         check_positive(self.max_new_tokens, f"{prefix}.max_new_tokens")
         check(self.temperature >= 0, f"{prefix}.temperature", f"must be >= 0, got {self.temperature}")
         check_range(self.top_p, f"{prefix}.top_p", 1e-6, 1.0)
+        check(self.top_k >= 0, f"{prefix}.top_k", f"must be >= 0 (0: no top-k cut), got {self.top_k}")
         check_positive(self.n, f"{prefix}.n")
         check(self.temperature > 0 or self.n == 1, f"{prefix}.n",
               "greedy decoding (temperature 0) gives one completion per prompt; set temperature > 0")
@@ -176,7 +178,7 @@ class TransformersGenerator:
             max_new = min(max_new, self.max_length - width)
         # top_k 0: sample from the whole (top-p) distribution, as vLLM does, not generation_config's top 50.
         if s.temperature > 0:
-            sampling = {"do_sample": True, "temperature": s.temperature, "top_p": s.top_p, "top_k": 0}
+            sampling = {"do_sample": True, "temperature": s.temperature, "top_p": s.top_p, "top_k": s.top_k}
         else:
             sampling = {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
         out = self.model.generate(

@@ -152,11 +152,13 @@ def run_sft(cfg: SFTStageConfig, prefix: str = "sft", callbacks: list | None = N
     if training.is_main_process():
         clear_checkpoints(Path(cfg.checkpoint_dir))
     # TRL logs a running count of the (non-padding) tokens trained on; after a resume the history
-    # includes the steps before the interruption, which this run's seconds do not.
+    # includes the steps before the interruption, which this run's seconds do not. The count either
+    # goes on from the checkpoint's or starts again from 0 (its state is not always restored).
     resumed_step = int(Path(resume).name.rsplit("-", 1)[-1]) if resume else 0
     counts = [(h["step"], h["num_tokens"]) for h in trainer.state.log_history if "loss" in h and "num_tokens" in h]
     before = max((n for step, n in counts if step <= resumed_step), default=0)
-    tokens = max((n for _, n in counts), default=0) - before
+    after = [n for step, n in counts if step > resumed_step]
+    tokens = (max(after) - (before if after[0] > before else 0)) if after else 0
     losses = final_losses(trainer.state.log_history)
     processes = training.distributed_state().num_processes
     return {

@@ -140,8 +140,8 @@ class VLLMGenerator:
         from vllm.inputs import TokensPrompt
 
         ids = encode_prompts(self.tokenizer, prompts, self.max_length)
-        sampling = {"temperature": settings.temperature, "top_p": settings.top_p} if settings.temperature > 0 \
-            else {"temperature": 0.0}
+        sampling = {"temperature": settings.temperature, "top_p": settings.top_p,
+                    "top_k": settings.top_k} if settings.temperature > 0 else {"temperature": 0.0}
         params = [
             SamplingParams(
                 n=settings.n,

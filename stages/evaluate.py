@@ -1,4 +1,4 @@
-"""evaluate: exact-answer accuracy of one model on every benchmark, by greedy generation.
+"""evaluate: exact-answer accuracy of one model on every benchmark, greedy (or avg@n, maj@n, pass@n sampled).
 
     python -m stages.evaluate --model sft                      # every benchmark of evaluate.benchmarks
     python -m stages.evaluate --model sft --benchmark gsm8k    # one of them
@@ -64,6 +64,9 @@ def main() -> None:
         "backend": generator.name,
         "max_new_tokens": cfg.generation.max_new_tokens,
         "temperature": cfg.generation.temperature,
+        "top_p": cfg.generation.top_p,
+        "top_k": cfg.generation.top_k,
+        "samples_per_question": cfg.generation.n,
         "seed": cfg.generation.seed,
     }
     for name, result in results.items():
@@ -73,6 +76,10 @@ def main() -> None:
         m = result.metrics
         log.info("%s on %s: accuracy %.3f (%d/%d, 95%% CI %.3f-%.3f)", args.model, name,
                  m["accuracy"], m["correct"], m["n"], m["ci95_low"], m["ci95_high"])
+        if "maj_at_n" in m:
+            log.info("%s on %s: maj@%d %.3f, pass@%d %.3f over %d questions", args.model, name,
+                     m["samples_per_question"], m["maj_at_n"], m["samples_per_question"], m["pass_at_n"],
+                     m["questions"])
 
 
 if __name__ == "__main__":

@@ -25,7 +25,8 @@ from mathpipe.data.sample import SampleConfig, write_sample_data
 from mathpipe.pretrain import PretrainSettings
 from mathpipe.tiny_model import TinyModelConfig
 
-SMALL_SAMPLE = SampleConfig(n_train=200, n_gsm8k_test=20, n_cmath_test=20, n_gsm8k_train=20, shards=2)
+SMALL_SAMPLE = SampleConfig(n_train=200, n_gsm8k_test=20, n_cmath_test=20, n_math_test=20, n_gsm8k_train=20,
+                            shards=2)
 TINY = TinyModelConfig(
     vocab_size=400,
     hidden_size=64,

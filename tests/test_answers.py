@@ -65,6 +65,25 @@ def test_real_gold_scored_against_another_question_is_rarely_correct(relative, b
     assert correct / len(golds) < 0.05
 
 
+def test_math500_solutions_score_their_answers_and_not_another_problems():
+    """MATH-500's worked solutions as predictions (the answer is their last \\boxed{}), its answers as
+    gold: intervals, degrees, \\text{}, matrices, fractions all match; another problem's answer rarely."""
+    rows = _rows("math500/test.jsonl")
+    assert len(rows) == 500
+    assert [r["answer"] for r in rows if not check(r["solution"], r["answer"], "math").correct] == []
+    rotated = rows[1:] + rows[:1]
+    correct = sum(check(other["solution"], row["answer"], "math").correct for other, row in zip(rotated, rows))
+    assert correct / len(rows) < 0.05
+
+
+def test_every_math500_gold_is_checkable():
+    from mathpipe.answers import gold_is_checkable
+
+    assert all(gold_is_checkable(r["answer"], "math") for r in _rows("math500/test.jsonl"))
+    assert not gold_is_checkable("", "math") and not gold_is_checkable("  ", "math")
+    assert not gold_is_checkable("\\text{Evelyn}", "gsm8k")  # a numeric benchmark needs a number
+
+
 def test_gsm8k_gold_extraction_matches_the_final_line():
     for row in _rows("gsm8k/test.jsonl"):
         final_line = row["answer"].strip().splitlines()[-1]

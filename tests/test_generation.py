@@ -294,9 +294,57 @@ def test_evaluate_metrics_from_scripted_outputs(tiny_tokenizer):
     assert [p["id"] for p in result.predictions] == [r["id"] for r in rows]
     assert result.predictions[4]["extracted"] is None
     assert [p["unfinished"] for p in result.predictions] == [None, None, None, "length", None]
-    assert set(result.predictions[0]) == {"id", "question", "gold", "output", "extracted", "correct",
+    assert set(result.predictions[0]) == {"id", "sample", "question", "gold", "output", "extracted", "correct",
                                           "num_tokens", "finish_reason", "unfinished"}
     assert all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in m.values())
+
+
+class GroupedGenerator(ScriptedGenerator):
+    """n scripted completions per prompt."""
+
+    def generate(self, prompt_texts, settings):
+        assert all(len(group) == settings.n for group in self.completions)
+        return self.completions
+
+
+def test_sampled_evaluation_reports_avg_maj_and_pass_at_n(tiny_tokenizer):
+    from mathpipe.evaluation import mean_interval
+
+    rows = [{"id": f"q{i}", "question": f"What is {i} + 1?", "gold": g} for i, g in enumerate(["1", "0.5", "3"])]
+    c = lambda text, reason="stop": Completion(text, 5, reason)  # noqa: E731
+    groups = [
+        [c("\\boxed{1}"), c("\\boxed{2}"), c("\\boxed{2}"), c("\\boxed{1}")],  # tie 1 vs 2: the first seen wins
+        [c("\\boxed{1/2}"), c("\\boxed{9}"), c("\\boxed{0.5}"), c("<think>0.5", "length")],  # 1/2 and 0.5 vote together
+        [c("\\boxed{4}"), c("\\boxed{4}"), c("\\boxed{3}"), c("<think>\\boxed{3}")],  # unfinished: no vote
+    ]
+    settings = GenerationSettings(n=4, temperature=0.6, top_p=0.95, top_k=20)
+    result = evaluate(GroupedGenerator(tiny_tokenizer, groups), rows, settings, template="boxed")
+    m = result.metrics
+    assert [p["correct"] for p in result.predictions] == [True, False, False, True, True, False, True, False,
+                                                          False, False, True, False]
+    assert [(p["id"], p["sample"]) for p in result.predictions][:5] == [("q0", 0), ("q0", 1), ("q0", 2), ("q0", 3),
+                                                                        ("q1", 0)]
+    assert (m["n"], m["correct"], m["questions"], m["samples_per_question"]) == (12, 5, 3, 4)
+    assert m["accuracy"] == 5 / 12  # avg@4
+    assert (m["ci95_low"], m["ci95_high"]) == tuple(round(x, 6) for x in mean_interval([2 / 4, 2 / 4, 1 / 4]))
+    assert m["maj_at_n"] == 2 / 3 and m["pass_at_n"] == 1.0
+    assert (m["maj_at_n_ci95_low"], m["maj_at_n_ci95_high"]) == tuple(round(x, 6) for x in wilson_interval(2, 3))
+    assert m["truncated_rate"] == 2 / 12
+
+
+@given(st.lists(st.lists(st.booleans(), min_size=3, max_size=3), min_size=1, max_size=20))
+@settings(max_examples=50, deadline=None)
+def test_avg_maj_pass_are_ordered_as_they_must_be(verdicts):
+    """pass@n >= avg@n, pass@n >= maj@n, and every figure within its interval."""
+    from mathpipe.evaluation import score
+
+    groups = [[{"correct": ok, "extracted": "7" if ok else "8", "unfinished": None, "num_tokens": 1} for ok in g]
+              for g in verdicts]
+    m = score(groups)
+    assert m["pass_at_n"] >= m["accuracy"] - 1e-12 and m["pass_at_n"] >= m["maj_at_n"]
+    for key in ("", "maj_at_n_", "pass_at_n_"):
+        value = m[key.rstrip("_") or "accuracy"] if key else m["accuracy"]
+        assert m[f"{key}ci95_low"] - 1e-6 <= value <= m[f"{key}ci95_high"] + 1e-6
 
 
 def test_evaluate_gives_unfinished_reasoning_no_answer(tiny_tokenizer):

@@ -36,6 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 OUTPUT_FILES = [
     "eval/cmath.jsonl",
     "eval/gsm8k.jsonl",
+    "eval/math.jsonl",
     "pairs_train.jsonl",
     "pairs_val.jsonl",
     "sft_train.jsonl",
@@ -97,7 +98,8 @@ def test_output_files(prepared):
     assert {k: len(files[f"pairs_{k}.jsonl"]) for k in ("train", "val")} == {
         k: summary["pairs"][k] for k in ("train", "val")
     }
-    assert summary["eval"] == {"gsm8k": SMALL_SAMPLE.n_gsm8k_test, "cmath": SMALL_SAMPLE.n_cmath_test}
+    assert summary["eval"] == {"gsm8k": SMALL_SAMPLE.n_gsm8k_test, "cmath": SMALL_SAMPLE.n_cmath_test,
+                               "math": SMALL_SAMPLE.n_math_test}
     assert summary["sft"]["train"] > 100 and summary["sft"]["val"] > 0
     assert summary["pairs"]["train"] > 30  # the sample has wrong traces next to right ones
 
@@ -117,10 +119,11 @@ def test_sft_rows_hold_chat_messages_and_alpaca_columns(prepared, sample_dir):
             assert row["output"] == assistant
             source = raw[row["id"]]
             assert row["problem"] == source["problem"] and row["answer"] == source["answer"]
-            # trace: generation -> a verified-correct, complete R1 trace of this very problem
+            # trace: generation -> a complete R1 trace of this very problem that a judge calls correct
             i = source["generations"].index(assistant)
-            assert source["correctness_math_verify"][i] and source["is_reasoning_complete"][i]
-            assert re.fullmatch(r"<think>\n.+\n</think>\n\n.*\\boxed\{\d+\}.*", assistant, re.S), assistant
+            judges = (source["correctness_math_verify"], source["correctness_llama"] or [None] * (i + 1))
+            assert any(j[i] for j in judges) and source["is_reasoning_complete"][i]
+            assert re.fullmatch(r"<think>\n.+\n</think>\n\n.*\d+.*", assistant, re.S), assistant
             assert is_equivalent(extract_answer(assistant), row["answer"])
 
 
@@ -154,8 +157,10 @@ def test_pairs_per_problem_pairs_every_wrong_trace_once(prepared, prepare_config
         # the first pair of a problem is the one of the default (pairs_per_problem: 1)
         assert [group[0] for group in by_problem.values()] == files[f"pairs_{split}.jsonl"]
         for uuid, group in by_problem.items():
-            wrong = [g for g, ok, done in zip(rows[uuid]["generations"], rows[uuid]["correctness_math_verify"],
-                                              rows[uuid]["is_reasoning_complete"]) if ok is False and done]
+            r = rows[uuid]
+            llama = r["correctness_llama"] or [None] * len(r["generations"])
+            wrong = [g for g, ok, judge, done in zip(r["generations"], r["correctness_math_verify"], llama,
+                                                     r["is_reasoning_complete"]) if ok is False and not judge and done]
             assert [p["rejected"][0]["content"] for p in group] == wrong[:3]
     assert more["pairs"]["kept"] > summary["pairs"]["kept"]
     assert more["sft"] == summary["sft"]  # the SFT records do not change
@@ -182,7 +187,8 @@ def test_no_problem_twice_and_split_is_the_hash_of_the_problem(prepared, sample_
     assert len({r["id"] for r in train + val}) == len(train) + len(val)
     raw_problems = [r["problem"] for r in openr1_rows(sample_dir).values()]
     assert len(set(raw_problems)) < len(raw_problems)  # the sample does repeat some problems ...
-    assert summary["openr1"]["after_duplicate"] == len(set(raw_problems))  # ... and they are dropped
+    counts = summary["openr1"]
+    assert counts["after_duplicate"] == len(train) + len(val) < counts["after_max_tokens"]  # ... and are dropped
     for split, rows in (("train", train), ("val", val)):
         for r in rows:
             assert is_validation(r["problem"], cfg.val_fraction, cfg.split_seed) == (split == "val")
@@ -195,7 +201,7 @@ def test_counts_are_monotone_and_add_up(prepared):
     values = list(counts.values())
     assert values[0] == SMALL_SAMPLE.n_train
     assert all(a >= b for a, b in zip(values, values[1:])), counts
-    assert summary["sft"]["train"] + summary["sft"]["val"] == counts["after_max_tokens"]
+    assert summary["sft"]["train"] + summary["sft"]["val"] == counts["after_duplicate"]
     pairs = summary["pairs"]
     assert pairs["kept"] == pairs["train"] + pairs["val"] == pairs["candidates"] - pairs["dropped_max_tokens"]
     assert "gsm8k_train" not in summary  # not an SFT source by default
@@ -246,7 +252,7 @@ def test_gsm8k_as_an_sft_source(prepared, prepare_config, sample_dir, tmp_path):
     gsm = [r for r in rows if r["source"] == "gsm8k"]
     source = read_jsonl(sample_dir / "gsm8k/train.jsonl")
     assert summary["gsm8k_train"]["read"] == len(source) == SMALL_SAMPLE.n_gsm8k_train
-    assert len(gsm) == summary["gsm8k_train"]["after_max_tokens"] == len(source)
+    assert len(gsm) == summary["gsm8k_train"]["after_duplicate"] == len(source)
     by_question = {s["question"]: s for s in source}
     for r in gsm:
         assert re.fullmatch(r"gsm8k-train-\d+", r["id"])
@@ -257,7 +263,7 @@ def test_gsm8k_as_an_sft_source(prepared, prepare_config, sample_dir, tmp_path):
         assert r["answer"] == final.strip()
         assert r["output"] == prompts.response(re.sub(r"<<[^<>]*>>", "", body), final.strip())
         assert is_equivalent(extract_answer(r["output"]), r["answer"])
-    total = sum(summary[s]["after_max_tokens"] for s in ("openr1", "gsm8k_train"))
+    total = sum(summary[s]["after_duplicate"] for s in ("openr1", "gsm8k_train"))
     assert summary["sft"]["train"] + summary["sft"]["val"] == total
 
 
@@ -297,21 +303,123 @@ def test_max_tokens_filters_long_rows(prepared, prepare_config, tiny_tokenizer, 
     assert small["pairs"]["dropped_max_tokens"] > 0
 
 
-def test_filters_off_take_the_first_trace(prepared, prepare_config, sample_dir, tmp_path):
+def test_filters_off_take_any_trace(prepared, prepare_config, sample_dir, tmp_path):
     _, summary, _, _ = prepared
     loose = prepare(prepare_config(tmp_path / "p", filters={"min_correctness_count": 0,
-                                                               "require_math_verify": False,
+                                                               "correct_by": "none",
                                                                "require_complete": False,
                                                                "require_finish_stop": False,
                                                                "max_tokens": 100000}))
     counts = loose["openr1"]
-    assert counts["after_max_tokens"] == counts["after_duplicate"] == summary["openr1"]["after_duplicate"]
+    assert counts["after_max_tokens"] == counts["read"]
     raw = openr1_rows(sample_dir)
     rows = read_jsonl(tmp_path / "p/sft_train.jsonl") + read_jsonl(tmp_path / "p/sft_val.jsonl")
-    assert all(r["output"] == raw[r["id"]]["generations"][0] for r in rows)
+    assert all(r["output"] in raw[r["id"]]["generations"] for r in rows)
     wrong = [r for r in rows if not raw[r["id"]]["correctness_math_verify"][0]]
     assert len(wrong) > 20  # without the verifier filter, wrong and truncated traces become targets
     assert any(prompts.THINK_CLOSE not in r["output"] for r in wrong)
+
+
+# --- which trace, judged by whom ---------------------------------------------------------------
+
+
+def write_openr1(raw: Path, rows: list[dict]) -> None:
+    """Replace the OpenR1 shards of a sample copy with one shard of `rows` (the other columns filled)."""
+    from mathpipe.data.schemas import OPENR1_SCHEMA
+
+    for path in (raw / "openr1").glob("*.parquet"):
+        path.unlink()
+    full = [{"solution": "", "problem_type": "Algebra", "question_type": "math-word-problem", "source": "olympiads",
+             "messages": [], "correctness_llama": None, "finish_reasons": None, **r,
+             "is_reasoning_complete": [True] * len(r["generations"]),
+             "correctness_count": sum(map(bool, r["correctness_math_verify"]))} for r in rows]
+    pq.write_table(pa.Table.from_pylist(full, schema=OPENR1_SCHEMA), raw / "openr1/train-00000-of-00001.parquet")
+
+
+def trace(steps: int, answer: int) -> str:
+    return "<think>\n" + "Let me check it again.\n" * steps + f"</think>\n\nThe answer is \\boxed{{{answer}}}."
+
+
+def test_the_shortest_correct_trace_that_fits_is_the_target(prepare_config, copy_sample, tmp_path):
+    raw = copy_sample()
+    long_, short, shorter, wrong = trace(80, 7), trace(6, 7), trace(2, 7), trace(1, 8)
+    write_openr1(raw, [
+        {"problem": "A long first trace", "answer": "7", "uuid": "a", "generations": [long_, short],
+         "correctness_math_verify": [True, True]},
+        {"problem": "Three correct traces", "answer": "7", "uuid": "b", "generations": [short, wrong, shorter, long_],
+         "correctness_math_verify": [True, False, True, True]},
+    ])
+    summary = prepare(prepare_config(tmp_path / "p", raw, val_fraction=0.0, filters={"max_tokens": 200}))
+    rows = {r["id"]: r for r in read_jsonl(tmp_path / "p/sft_train.jsonl")}
+    assert rows["a"]["output"] == short  # the first trace is too long: the problem is kept, not dropped
+    assert rows["b"]["output"] == shorter
+    pair, = read_jsonl(tmp_path / "p/pairs_train.jsonl")
+    assert pair["chosen"][0]["content"] == shorter and pair["rejected"][0]["content"] == wrong
+    assert summary["openr1"]["after_max_tokens"] == 2
+
+
+def test_a_copy_dropped_by_a_filter_does_not_hide_a_usable_duplicate(prepare_config, copy_sample, tmp_path):
+    raw = copy_sample()
+    write_openr1(raw, [
+        {"problem": "Twice  asked", "answer": "7", "uuid": "first", "generations": [trace(1, 8)],
+         "correctness_math_verify": [False]},
+        {"problem": "Twice asked", "answer": "7", "uuid": "second", "generations": [trace(1, 7)],
+         "correctness_math_verify": [True]},
+        {"problem": "Twice asked ", "answer": "7", "uuid": "third", "generations": [trace(2, 7)],
+         "correctness_math_verify": [True]},
+    ])
+    summary = prepare(prepare_config(tmp_path / "p", raw, val_fraction=0.0, filters={"min_correctness_count": 0}))
+    assert [r["id"] for r in read_jsonl(tmp_path / "p/sft_train.jsonl")] == ["second"]
+    counts = summary["openr1"]
+    assert (counts["after_correct"], counts["after_max_tokens"], counts["after_duplicate"]) == (2, 2, 1)
+
+
+@pytest.mark.parametrize(("rule", "kept"), [("any", {"mv", "llama", "both"}), ("math_verify", {"mv", "both"}),
+                                            ("llama", {"llama", "both"}), ("all", {"mv", "both"})])
+def test_correct_by_chooses_the_judges(prepare_config, copy_sample, tmp_path, rule, kept):
+    raw = copy_sample()
+    write_openr1(raw, [  # "mv": Math-Verify yes, no Llama verdict; "llama": only the judge says yes
+        {"problem": "p mv", "answer": "7", "uuid": "mv", "generations": [trace(1, 7)],
+         "correctness_math_verify": [True]},
+        {"problem": "p llama", "answer": "7", "uuid": "llama", "generations": [trace(1, 7)],
+         "correctness_math_verify": [False], "correctness_llama": [True]},
+        {"problem": "p both", "answer": "7", "uuid": "both", "generations": [trace(1, 7)],
+         "correctness_math_verify": [True], "correctness_llama": [True]},
+        {"problem": "p disputed", "answer": "7", "uuid": "disputed", "generations": [trace(1, 7)],
+         "correctness_math_verify": [True], "correctness_llama": [False]},
+    ])
+    summary = prepare(prepare_config(tmp_path / "p", raw, val_fraction=0.0, filters={"min_correctness_count": 0,
+                                                                                     "correct_by": rule}))
+    expected = kept | ({"disputed"} if rule in ("any", "math_verify") else set())
+    assert {r["id"] for r in read_jsonl(tmp_path / "p/sft_train.jsonl")} == expected
+    assert summary["openr1_traces"] == {"correct_by": rule, "read": 4, "correct_by_both": 1,
+                                        "correct_by_math_verify_only": 2, "correct_by_llama_only": 1,
+                                        "wrong_by_every_judge": 0, "no_verdict": 0}
+
+
+def test_a_trace_only_one_judge_calls_wrong_is_never_rejected(prepare_config, copy_sample, tmp_path):
+    raw = copy_sample()
+    right, unparsed, disputed, wrong = trace(1, 7), trace(2, 7), trace(3, 9), trace(4, 8)
+    write_openr1(raw, [{"problem": "p", "answer": "7", "uuid": "p", "generations": [right, unparsed, disputed, wrong],
+                        "correctness_math_verify": [True, False, False, False],
+                        "correctness_llama": [True, True, None, False]}])
+    prepare(prepare_config(tmp_path / "p", raw, val_fraction=0.0, pairs_per_problem=4))
+    pairs = read_jsonl(tmp_path / "p/pairs_train.jsonl")
+    # unparsed: the judge says right; disputed: no second verdict, Math-Verify alone says wrong -> rejected
+    assert [p["rejected"][0]["content"] for p in pairs] == [disputed, wrong]
+
+
+def test_the_sample_counts_llama_only_traces_as_correct_and_never_rejects_them(prepared, sample_dir):
+    _, summary, _, files = prepared
+    traces = summary["openr1_traces"]
+    assert traces["correct_by"] == "any" and traces["correct_by_llama_only"] > 0
+    raw = openr1_rows(sample_dir)
+    llama_only = {g for r in raw.values() if r["correctness_llama"]
+                  for g, mv, judge in zip(r["generations"], r["correctness_math_verify"], r["correctness_llama"])
+                  if judge and not mv}
+    rejected = {p["rejected"][0]["content"] for split in ("train", "val") for p in files[f"pairs_{split}.jsonl"]}
+    targets = {r["output"] for split in ("train", "val") for r in files[f"sft_{split}.jsonl"]}
+    assert not llama_only & rejected and llama_only & targets
 
 
 # --- nullable columns ----------------------------------------------------------------------------
@@ -319,9 +427,11 @@ def test_filters_off_take_the_first_trace(prepared, prepare_config, sample_dir, 
 
 @pytest.mark.parametrize("null_type", ["typed", "inferred"])
 def test_all_null_nullable_columns_are_fine(prepared, prepare_config, copy_sample, tmp_path, null_type):
-    """finish_reasons / correctness_llama are null on every row of every shard: same output, because a
-    null finish reason passes the finish filter and truncated traces are caught by `complete` too."""
-    _, _, out, _ = prepared
+    """finish_reasons / correctness_llama are null on every row of every shard: the SFT records of
+    Math-Verify alone, because a null finish reason passes the finish filter and truncated traces are caught by
+    `complete` too."""
+    out = tmp_path / "math_verify_only"
+    prepare(prepare_config(out, filters={"correct_by": "math_verify"}))
     raw = copy_sample()
 
     def nullify(table: pa.Table) -> pa.Table:
@@ -335,7 +445,9 @@ def test_all_null_nullable_columns_are_fine(prepared, prepare_config, copy_sampl
         rewrite_shard(path, nullify)
         assert pq.read_table(path).column("finish_reasons").null_count == pq.read_metadata(path).num_rows
     prepare(prepare_config(tmp_path / "p", raw_dir=raw))
-    assert all_bytes(tmp_path / "p") == all_bytes(out)
+    # The pairs differ: without the judge's verdict, a right answer Math-Verify missed may be rejected.
+    same = lambda files: {k: v for k, v in files.items() if not k.startswith("pairs_")}  # noqa: E731
+    assert same(all_bytes(tmp_path / "p")) == same(all_bytes(out))
 
 
 # --- inputs: paths ---------------------------------------------------------------------------------
@@ -547,3 +659,15 @@ def test_a_byte_order_mark_is_read(prepare_config, copy_sample, tmp_path):
     assert prepare(prepare_config(tmp_path / "b", raw_dir=raw)) == plain
     for name in ("gsm8k", "cmath"):
         assert (tmp_path / "a/eval" / f"{name}.jsonl").read_bytes() == (tmp_path / "b/eval" / f"{name}.jsonl").read_bytes()
+
+
+def test_the_real_math500_file_is_read_as_a_benchmark():
+    from mathpipe.data.prepare import eval_rows
+
+    path = Path(__file__).resolve().parents[2] / "shared/data/math500/test.jsonl"
+    if not path.is_file():
+        pytest.skip(f"real data not found: {path}")
+    rows = eval_rows("math", [path])
+    source = read_jsonl(path)
+    assert len(rows) == 500 and [r["gold"] for r in rows] == [s["answer"].strip() for s in source]
+    assert [r["question"] for r in rows] == [s["problem"] for s in source]

@@ -12,13 +12,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from mathpipe.answers import extract_answer
 from mathpipe.config import from_dict
 from mathpipe.data import sample
 from mathpipe.data.sample import SampleConfig, write_sample_data
 from mathpipe.data.schemas import OPENR1_SCHEMA
 from mathpipe.errors import ConfigError
 
-SMALL = dict(n_train=200, n_gsm8k_test=40, n_cmath_test=40, n_gsm8k_train=40, shards=3)
+SMALL = dict(n_train=200, n_gsm8k_test=40, n_cmath_test=40, n_math_test=30, n_gsm8k_train=40, shards=3)
 EQ = re.compile(r"(\d+) ([-+*/]) (\d+) = (\d+)")
 CALC = re.compile(r"<<(\d+)([-+*/])(\d+)=(\d+)>>(\d+)")
 BOXED = re.compile(r"\\boxed\{(-?\d+)\}")
@@ -80,11 +81,11 @@ def test_files_schemas_and_counts(data):
     assert sum(sizes) == len(rows) == 200 and max(sizes) - min(sizes) <= 1
     assert counts == {
         **{f"openr1/{p.name}": s for p, s in zip(paths, sizes)},
-        "gsm8k/train.jsonl": 40, "gsm8k/test.jsonl": 40, "cmath/test.jsonl": 40,
+        "gsm8k/train.jsonl": 40, "gsm8k/test.jsonl": 40, "cmath/test.jsonl": 40, "math/test.jsonl": 30,
     }
-    for name in ("gsm8k/train.jsonl", "gsm8k/test.jsonl", "cmath/test.jsonl"):
+    for name in ("gsm8k/train.jsonl", "gsm8k/test.jsonl", "cmath/test.jsonl", "math/test.jsonl"):
         assert len(read_jsonl(out / name)) == counts[name]
-    assert sorted(p.name for p in out.iterdir()) == ["cmath", "gsm8k", "openr1"]
+    assert sorted(p.name for p in out.iterdir()) == ["cmath", "gsm8k", "math", "openr1"]
 
 
 def test_list_columns_have_one_entry_per_generation(data):
@@ -116,13 +117,16 @@ def test_flags_agree_with_boxed_answers(data):
             complete = r["is_reasoning_complete"][i]
             assert complete == ("\n</think>\n\n" in g)
             boxed = BOXED.findall(g)
-            assert bool(boxed) == complete
-            assert r["correctness_math_verify"][i] == (complete and boxed[-1] == r["answer"])
+            assert bool(boxed) == complete or (complete and r["correctness_llama"] is not None)
+            assert r["correctness_math_verify"][i] == (complete and bool(boxed) and boxed[-1] == r["answer"])
             if r["finish_reasons"] is not None:
                 assert r["finish_reasons"][i] == ("stop" if complete else "length")
-        assert r["correctness_count"] == sum(r["correctness_math_verify"])
-        if r["correctness_llama"] is not None:
-            assert r["correctness_llama"] == r["correctness_math_verify"]
+            if r["correctness_llama"] is not None:  # the judge also finds the right answers left unboxed
+                right = complete and extract_answer(g) == r["answer"]
+                assert r["correctness_llama"][i] == right
+                assert r["correctness_math_verify"][i] == (right and bool(boxed))
+        judged = r["correctness_llama"] or r["correctness_math_verify"]
+        assert r["correctness_count"] == sum(a or b for a, b in zip(r["correctness_math_verify"], judged))
         ok = [g for g, c in zip(r["generations"], r["correctness_math_verify"]) if c]
         assert r["messages"] == [
             {"content": r["problem"], "role": "user"},
@@ -135,12 +139,15 @@ def test_wrong_traces_contain_one_kind_of_mistake_and_right_traces_none(data):
     slips = reading_errors = 0
     for r in rows:
         reference = [tuple(e) for e in EQ.findall(r["solution"])]
-        for g, complete, correct in zip(r["generations"], r["is_reasoning_complete"], r["correctness_math_verify"]):
+        judged = r["correctness_llama"] or r["correctness_math_verify"]
+        for g, complete, *verdicts in zip(r["generations"], r["is_reasoning_complete"], r["correctness_math_verify"],
+                                          judged):
             if not complete:
                 continue
+            correct = any(verdicts)
             think = g.split("</think>")[0]
             holds = equations_hold(think)
-            assert EQ.findall(g)[-1][3] == BOXED.findall(g)[-1]
+            assert EQ.findall(g)[-1][3] == extract_answer(g)
             if correct:
                 assert holds and all(holds), g
                 assert [tuple(e) for e in EQ.findall(think)][: len(reference)] == reference, g
@@ -217,11 +224,34 @@ def test_cmath_rows_look_like_the_real_file(data):
         assert row["num_digits"] >= max(len(n) for n in numbers)
 
 
+def test_math_rows_look_like_math_500(data):
+    out, _, _ = data
+    rows = read_jsonl(out / "math/test.jsonl")
+    for i, row in enumerate(rows):
+        assert list(row) == ["problem", "solution", "answer", "subject", "level", "unique_id"]
+        assert re.fullmatch(r"\d+", row["answer"]) and 1 <= row["level"] <= 5
+        assert row["subject"] in {"Prealgebra", "Number Theory"}
+        assert row["unique_id"] == f"test/{row['subject'].lower().replace(' ', '_')}/{i}.json"
+        assert not re.search(r"(?<![$\d])\d+(?![$\d])", row["problem"])  # every number in math mode
+        assert extract_answer(row["solution"]) == row["answer"] and "\\boxed{" in row["solution"]
+
+
+def test_some_judged_rows_hold_right_traces_only_the_llama_judge_finds(data):
+    _, _, rows = data
+    llama_only = [(r, i) for r in rows if r["correctness_llama"] for i, ok in enumerate(r["correctness_llama"])
+                  if ok and not r["correctness_math_verify"][i]]
+    assert llama_only
+    for r, i in llama_only:
+        assert "\\boxed" not in r["generations"][i] and extract_answer(r["generations"][i]) == r["answer"]
+
+
 def test_test_questions_never_appear_in_training(data):
     out, _, rows = data
     test = {r["question"] for r in read_jsonl(out / "gsm8k/test.jsonl") + read_jsonl(out / "cmath/test.jsonl")}
+    math = [r["problem"].replace("$", "") for r in read_jsonl(out / "math/test.jsonl")]
     train = {r["problem"] for r in rows} | {r["question"] for r in read_jsonl(out / "gsm8k/train.jsonl")}
-    assert len(test) == 80
+    assert len(test) == 80 and len(set(math)) == 30 and not test & set(math)
+    test |= set(math)
     assert not test & train
 
 
@@ -232,7 +262,8 @@ def test_held_out_collisions_are_rejected(monkeypatch, tmp_path):
     monkeypatch.setitem(sample.OBJECTS, "en", [("apples", "")])
     for key in ("start", "+", "-", "*", "/", "question", "frame"):
         monkeypatch.setitem(sample.TEMPLATES["en"], key, sample.TEMPLATES["en"][key][:1])
-    cfg = SampleConfig(n_train=20, n_gsm8k_test=20, n_cmath_test=5, n_gsm8k_train=20, shards=1, max_steps=1,
+    cfg = SampleConfig(n_train=20, n_gsm8k_test=20, n_cmath_test=5, n_math_test=5, n_gsm8k_train=20, shards=1,
+                       max_steps=1,
                        chinese_fraction=0.0, operand_max=6, value_max=12)
     write_sample_data(tmp_path / "raw", cfg)
     test = [r["question"] for r in read_jsonl(tmp_path / "raw/gsm8k/test.jsonl")]
@@ -294,7 +325,7 @@ def test_failure_while_writing_leaves_nothing(monkeypatch, tmp_path):
 )
 def test_any_valid_config_writes_consistent_data(seed, n_train, shards, max_steps, chinese_fraction):
     shards = min(shards, n_train)
-    cfg = SampleConfig(seed=seed, n_train=n_train, n_gsm8k_test=5, n_cmath_test=5, n_gsm8k_train=3,
+    cfg = SampleConfig(seed=seed, n_train=n_train, n_gsm8k_test=5, n_cmath_test=5, n_math_test=5, n_gsm8k_train=3,
                        shards=shards, max_steps=max_steps, chinese_fraction=chinese_fraction)
     with tempfile.TemporaryDirectory() as d:
         counts = write_sample_data(Path(d) / "raw", cfg)
@@ -306,4 +337,5 @@ def test_any_valid_config_writes_consistent_data(seed, n_train, shards, max_step
             holds = equations_hold(r["solution"])
             assert 1 <= len(holds) <= max_steps and all(holds)
             assert all(2 <= int(n) <= 60 for n in re.findall(r"\d+", r["problem"]))
-            assert r["correctness_count"] == sum(r["correctness_math_verify"])
+            assert r["correctness_count"] == sum(a or b for a, b in zip(r["correctness_math_verify"],
+                                                                    r["correctness_llama"] or r["correctness_math_verify"]))

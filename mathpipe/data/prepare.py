@@ -5,10 +5,13 @@
 Outputs (under `out_dir`):
     sft_train.jsonl, sft_val.jsonl      chat `messages` + Alpaca `instruction | input | output`
     pairs_train.jsonl, pairs_val.jsonl  {"prompt", "chosen", "rejected"} in TRL's conversational form
-    eval/gsm8k.jsonl, eval/cmath.jsonl  {"id", "question", "gold", "reference"}
+    eval/gsm8k.jsonl, eval/cmath.jsonl, eval/math.jsonl   {"id", "question", "gold", "reference"}
 
 OpenR1 rows go through the filters in a fixed order, and the number of rows left after each one is
-reported. The train/validation split is a hash of the problem text, so it does not depend on input
+reported: the row filters (a trace judged correct by `filters.correct_by`, complete, finished), the
+length filter (the shortest correct trace that fits `max_tokens` is the target), then
+de-duplication, so that a copy dropped by a filter does not hide a usable one.
+The train/validation split is a hash of the problem text, so it does not depend on input
 order or on which other rows survive the filters.
 """
 
@@ -26,7 +29,7 @@ from typing import Literal
 from tqdm import tqdm
 
 from mathpipe import prompts
-from mathpipe.answers import extract_gold, parses_as_number
+from mathpipe.answers import extract_gold, gold_is_checkable
 from mathpipe.config import check, check_positive, check_range
 from mathpipe.data import readers
 from mathpipe.data.sample import SAMPLE_DIR
@@ -41,7 +44,10 @@ log = logging.getLogger(__name__)
 @dataclass
 class Filters:
     min_correctness_count: int = 1
-    require_math_verify: bool = True  # keep only traces that Math-Verify judged correct
+    # Which judges must call a trace correct: any (Math-Verify or the Llama judge, OpenR1's own rule:
+    # the judge recovers correct traces Math-Verify failed to parse) | math_verify | llama | all (every
+    # judge that gave a verdict) | none (no check). A rejected trace is always wrong by every judge.
+    correct_by: Literal["any", "math_verify", "llama", "all", "none"] = "any"
     require_complete: bool = True  # ... whose reasoning is complete (closed </think>)
     require_finish_stop: bool = True  # ... that finished with "stop" (a null finish_reasons passes)
     max_tokens: int = 512  # prompt + response, in tokens of the base model's tokenizer
@@ -59,6 +65,7 @@ class LocalFiles:
     gsm8k_train: str | None = "gsm8k/train.jsonl"
     gsm8k_test: str | None = "gsm8k/test.jsonl"
     cmath_test: str | None = "cmath/test.jsonl"
+    math_test: str | None = "math/test.jsonl"
 
 
 @dataclass
@@ -79,6 +86,7 @@ class HubSources:
     gsm8k_train: HubFiles | None = None
     gsm8k_test: HubFiles | None = None
     cmath_test: HubFiles | None = None
+    math_test: HubFiles | None = None
 
 
 @dataclass
@@ -124,13 +132,18 @@ class Inputs:
     gsm8k_train: list[Path]
     gsm8k_test: list[Path]
     cmath_test: list[Path]
+    math_test: list[Path]
+
+
+# benchmark -> the input that holds its test set
+EVAL_FILES = {"gsm8k": "gsm8k_test", "cmath": "cmath_test", "math": "math_test"}
 
 
 def resolve_inputs(cfg: PrepareConfig) -> Inputs:
     """Find every input file before any work, so a missing one fails first."""
     needed = {"openr1": "openr1" in cfg.sft_sources, "gsm8k_train": "gsm8k" in cfg.sft_sources}
     resolved = {}
-    for name in ("openr1", "gsm8k_train", "gsm8k_test", "cmath_test"):
+    for name in ("openr1", "gsm8k_train", *EVAL_FILES.values()):
         if cfg.source == "hub":
             spec = getattr(cfg.hub, name)
             paths = download_files(spec, f"prepare.hub.{name}") if spec else []
@@ -198,6 +211,32 @@ def _complete(row: dict, i: int) -> bool:
     return _flag(row["is_reasoning_complete"], i) is not False and prompts.THINK_CLOSE in row["generations"][i]
 
 
+def _verdicts(row: dict, i: int) -> tuple[bool | None, bool | None]:
+    """(Math-Verify, Llama judge) on generation i; None where that judge gave no verdict."""
+    return _flag(row["correctness_math_verify"], i), _flag(row.get("correctness_llama"), i)
+
+
+def judged_correct(row: dict, i: int, rule: str) -> bool:
+    """Whether generation i is correct under `rule` (Filters.correct_by)."""
+    math_verify, llama = _verdicts(row, i)
+    if rule == "none":
+        return True
+    if rule == "math_verify":
+        return math_verify is True
+    if rule == "llama":
+        return llama is True
+    if rule == "all":  # every judge that gave a verdict says correct
+        given = [v for v in (math_verify, llama) if v is not None]
+        return bool(given) and all(given)
+    return math_verify is True or llama is True  # any: OpenR1's own rule
+
+
+def judged_wrong(row: dict, i: int) -> bool:
+    """Every judge that gave a verdict says wrong (and at least one did): a trace fit to be rejected."""
+    given = [v for v in _verdicts(row, i) if v is not None]
+    return bool(given) and not any(given)
+
+
 def filter_openr1_row(row: dict, f: Filters, counts: Counter) -> list[int] | None:
     """Indices of the usable correct generations, or None if the row is dropped (counted by reason)."""
     if (row["correctness_count"] or 0) < f.min_correctness_count:
@@ -205,12 +244,12 @@ def filter_openr1_row(row: dict, f: Filters, counts: Counter) -> list[int] | Non
         return None
     usable = list(range(len(row["generations"] or [])))
     steps = (
-        ("math_verify", f.require_math_verify, lambda i: _flag(row["correctness_math_verify"], i) is True),
-        ("complete", f.require_complete, lambda i: _complete(row, i)),
-        ("finish_stop", f.require_finish_stop, lambda i: _finished(row, i)),
+        ("correct", lambda i: judged_correct(row, i, f.correct_by)),
+        ("complete", (lambda i: _complete(row, i)) if f.require_complete else None),
+        ("finish_stop", (lambda i: _finished(row, i)) if f.require_finish_stop else None),
     )
-    for name, enabled, keep in steps:
-        if enabled:
+    for name, keep in steps:
+        if keep is not None:
             usable = [i for i in usable if keep(i)]
             if not usable:
                 counts[f"dropped_{name}"] += 1
@@ -218,10 +257,27 @@ def filter_openr1_row(row: dict, f: Filters, counts: Counter) -> list[int] | Non
     return usable
 
 
-def _rejected_traces(row: dict) -> list[str]:
-    """The incorrect but complete, finished generations of the same problem, in their order."""
+def rejected_traces(row: dict) -> list[str]:
+    """The generations wrong by every judge, complete and finished, in their order."""
     return [text for i, text in enumerate(row["generations"] or [])
-            if _flag(row["correctness_math_verify"], i) is False and _complete(row, i) and _finished(row, i)]
+            if judged_wrong(row, i) and _complete(row, i) and _finished(row, i)]
+
+
+def count_traces(row: dict, counts: Counter) -> None:
+    """Per-trace verdicts of one row (metrics/prepare.json `openr1_traces`): who judged it correct."""
+    for i in range(len(row["generations"] or [])):
+        math_verify, llama = _verdicts(row, i)
+        counts["read"] += 1
+        if math_verify is True and llama is True:
+            counts["correct_by_both"] += 1
+        elif math_verify is True:
+            counts["correct_by_math_verify_only"] += 1
+        elif llama is True:
+            counts["correct_by_llama_only"] += 1
+        elif judged_wrong(row, i):
+            counts["wrong_by_every_judge"] += 1
+        else:
+            counts["no_verdict"] += 1
 
 
 class TokenCounter:
@@ -249,8 +305,21 @@ def _batched(rows: Iterator[dict], size: int) -> Iterator[list[dict]]:
         yield batch
 
 
+@dataclass
+class Candidate:
+    """A problem that passed the per-row filters: its usable targets and its incorrect traces."""
+
+    rid: str
+    source: str
+    problem: str
+    answer: str
+    targets: list[str]  # verified outputs; the shortest one that fits max_tokens becomes the SFT target
+    rejected: list[str] = field(default_factory=list)  # paired against the targets that fit
+
+
 class _Collector:
-    """Accumulates kept records by split, applying the length filter and the train-row cap."""
+    """Accumulates kept records by split: the length filter (the shortest fitting target wins), then
+    de-duplication (so a copy dropped by a filter does not hide a usable one), then the train-row cap."""
 
     def __init__(self, cfg: PrepareConfig, tokenizer):
         self.cfg = cfg
@@ -258,53 +327,54 @@ class _Collector:
         self.sft: dict[str, list[dict]] = {"train": [], "val": []}
         self.pairs: dict[str, list[dict]] = {"train": [], "val": []}
         self.pair_counts: Counter = Counter()
+        self.seen: set[str] = set()
 
     def full(self) -> bool:
         cap = self.cfg.max_train_rows
         return cap is not None and len(self.sft["train"]) >= cap
 
-    def add(self, candidates: list[tuple[dict, list[dict]]], counts: Counter) -> None:
-        """candidates: (SFT record, its preference pairs) of one batch of source rows."""
+    def add(self, candidates: list[Candidate], counts: Counter) -> None:
         if not candidates:
             return
-        limit = self.cfg.filters.max_tokens
-        lengths = self.count_tokens([record["messages"] for record, _ in candidates])
-        all_pairs = [pair for _, pairs in candidates for pair in pairs]
-        chosen = iter(self.count_tokens([p["prompt"] + p["chosen"] for p in all_pairs]))
-        rejected = iter(self.count_tokens([p["prompt"] + p["rejected"] for p in all_pairs]))
-        for (record, pairs), length in zip(candidates, lengths):
-            pair_lengths = [max(next(chosen), next(rejected)) for _ in pairs]
-            if length > limit:
+        limit, template = self.cfg.filters.max_tokens, self.cfg.template
+        conversation = lambda c, output: prompts.messages(c.problem, template) + [  # noqa: E731
+            {"role": "assistant", "content": output}]
+        target_lengths = iter(self.count_tokens([conversation(c, t) for c in candidates for t in c.targets]))
+        rejected_lengths = iter(self.count_tokens([conversation(c, r) for c in candidates for r in c.rejected]))
+        for c in candidates:
+            lengths = [next(target_lengths) for _ in c.targets]
+            rejected = [(r, next(rejected_lengths)) for r in c.rejected]
+            fitting = sorted((n, k) for k, n in enumerate(lengths) if n <= limit)  # shortest first, then order
+            if not fitting:
                 counts["dropped_max_tokens"] += 1
                 continue
-            split = "val" if is_validation(record["problem"], self.cfg.val_fraction, self.cfg.split_seed) else "train"
+            key = normalise_problem(c.problem)
+            if key in self.seen:
+                counts["dropped_duplicate"] += 1
+                continue
+            self.seen.add(key)
+            split = "val" if is_validation(c.problem, self.cfg.val_fraction, self.cfg.split_seed) else "train"
             if split == "train" and self.full():
                 continue
-            self.sft[split].append(record)
-            for pair, pair_length in zip(pairs, pair_lengths):
+            self.sft[split].append(sft_record(c.rid, c.source, c.problem, c.answer, c.targets[fitting[0][1]], template))
+            for k, (text, length) in enumerate(rejected[: self.cfg.pairs_per_problem]):
                 self.pair_counts["candidates"] += 1
-                if pair_length > limit:
+                chosen_length, chosen = fitting[k % len(fitting)]
+                if max(chosen_length, length) > limit:
                     self.pair_counts["dropped_max_tokens"] += 1
-                else:
-                    self.pair_counts["kept"] += 1
-                    self.pairs[split].append(pair)
+                    continue
+                self.pair_counts["kept"] += 1
+                rid = c.rid if k == 0 else f"{c.rid}#{k}"  # the first keeps the problem's id
+                self.pairs[split].append(pair_record(rid, c.problem, c.answer, c.targets[chosen], text, template))
 
 
 def run_prepare(cfg: PrepareConfig, tokenizer, inputs: Inputs) -> dict:
     """Write all outputs of prepare into cfg.out_dir (atomically) and return the counts."""
     # The benchmarks first: they are small, and a bad one should stop the stage before the shards.
-    eval_sets = {"gsm8k": eval_rows("gsm8k", inputs.gsm8k_test), "cmath": eval_rows("cmath", inputs.cmath_test)}
+    eval_sets = {name: eval_rows(name, getattr(inputs, key)) for name, key in EVAL_FILES.items()}
     kept = _Collector(cfg, tokenizer)
-    seen: set[str] = set()
     counts: dict[str, Counter] = {"openr1": Counter(), "gsm8k_train": Counter()}
-
-    def first_time(problem: str, c: Counter) -> bool:
-        key = normalise_problem(problem)
-        if key in seen:
-            c["dropped_duplicate"] += 1
-            return False
-        seen.add(key)
-        return True
+    traces: Counter = Counter()
 
     if "openr1" in cfg.sft_sources:
         c = counts["openr1"]
@@ -316,11 +386,10 @@ def run_prepare(cfg: PrepareConfig, tokenizer, inputs: Inputs) -> dict:
                 if not (row["problem"] or "").strip():
                     c["dropped_empty_problem"] += 1
                     continue
-                if not first_time(row["problem"], c):
-                    continue
+                count_traces(row, traces)
                 usable = filter_openr1_row(row, cfg.filters, c)
                 if usable is not None:
-                    candidates.append(openr1_records(row, usable, cfg))
+                    candidates.append(openr1_candidate(row, usable, cfg))
             kept.add(candidates, c)
             if kept.full():
                 break
@@ -330,15 +399,15 @@ def run_prepare(cfg: PrepareConfig, tokenizer, inputs: Inputs) -> dict:
         candidates = []
         for i, row in enumerate(readers.iter_gsm8k(inputs.gsm8k_train)):
             c["read"] += 1
-            if first_time(row["question"], c):
-                reasoning, answer = gsm8k_reasoning(row["answer"])
-                output = prompts.response(reasoning, answer)
-                record = sft_record(f"gsm8k-train-{i}", "gsm8k", row["question"], answer, output, cfg.template)
-                candidates.append((record, []))
+            reasoning, answer = gsm8k_reasoning(row["answer"])
+            candidates.append(Candidate(f"gsm8k-train-{i}", "gsm8k", row["question"], answer,
+                                        [prompts.response(reasoning, answer)]))
         for chunk in _batched(iter(candidates), cfg.batch_size):
             kept.add(chunk, c)
 
     summary = {name: _remaining(c) for name, c in counts.items() if c["read"]}
+    if traces["read"]:
+        summary["openr1_traces"] = {"correct_by": cfg.filters.correct_by, **{k: traces[k] for k in TRACE_COUNTS}}
     summary["pairs"] = {k: kept.pair_counts[k] for k in ("candidates", "dropped_max_tokens", "kept")}
     if not kept.sft["train"]:
         raise DataError(
@@ -360,22 +429,15 @@ def run_prepare(cfg: PrepareConfig, tokenizer, inputs: Inputs) -> dict:
     return summary
 
 
-def openr1_records(row: dict, usable: list[int], cfg: PrepareConfig) -> tuple[dict, list[dict]]:
-    """The SFT record of a kept OpenR1 row, and its preference pairs: up to cfg.pairs_per_problem
-    incorrect traces, each against a correct one (the usable correct traces taken in turn)."""
+def openr1_candidate(row: dict, usable: list[int], cfg: PrepareConfig) -> Candidate:
+    """A kept OpenR1 row: its usable correct traces (or the reference solution) as targets, and up to
+    cfg.pairs_per_problem incorrect traces to pair against them."""
     answer = row["answer"] or ""
-    trace = row["generations"][usable[0]]
     if cfg.trace == "generation":
-        output = trace
+        targets = [row["generations"][i] for i in usable]
     else:
-        output = prompts.response(row["solution"] or "", answer)
-    record = sft_record(row["uuid"], "openr1", row["problem"], answer, output, cfg.template)
-    pairs = []
-    for k, rejected in enumerate(_rejected_traces(row)[: cfg.pairs_per_problem]):
-        chosen = row["generations"][usable[k % len(usable)]]
-        rid = row["uuid"] if k == 0 else f"{row['uuid']}#{k}"  # the first keeps the problem's id
-        pairs.append(pair_record(rid, row["problem"], answer, chosen, rejected, cfg.template))
-    return record, pairs
+        targets = [prompts.response(row["solution"] or "", answer)]
+    return Candidate(row["uuid"], "openr1", row["problem"], answer, targets, rejected_traces(row))
 
 
 _CALCULATOR = re.compile(r"<<[^<>]*>>")
@@ -387,21 +449,23 @@ def gsm8k_reasoning(answer: str) -> tuple[str, str]:
     return _CALCULATOR.sub("", body).strip(), final.strip()
 
 
-EVAL_READERS = {"gsm8k": (readers.iter_gsm8k, "answer"), "cmath": (readers.iter_cmath, "golden")}
+EVAL_READERS = {"gsm8k": (readers.iter_gsm8k, "answer"), "cmath": (readers.iter_cmath, "golden"),
+                "math": (readers.iter_math, "answer")}
 
 
 def eval_rows(benchmark: str, paths: list[Path]) -> list[dict]:
     """A benchmark's questions with their final answers, checked like training files: a file with no
-    question, or a gold answer that is not a number (no prediction could ever match it), is an error
-    naming the file and row."""
+    question, or a gold answer no prediction could ever match (not a number; for math, not even LaTeX
+    that Math-Verify reads), is an error naming the file and row."""
     read, field = EVAL_READERS[benchmark]
     rows = []
     for path in paths:
         before = len(rows)
         for i, r in enumerate(read([path])):
             gold = extract_gold(r[field], benchmark)
-            if not parses_as_number(gold):
-                raise DataError(f"{path}: row {i + 1}: gold answer {gold!r} is not a number, so no prediction "
+            if not gold_is_checkable(gold, benchmark):
+                kind = "a number or LaTeX that Math-Verify parses" if benchmark == "math" else "a number"
+                raise DataError(f"{path}: row {i + 1}: gold answer {gold!r} is not {kind}, so no prediction "
                                 f"could ever match it")
             rows.append({"id": f"{benchmark}-test-{len(rows)}", "question": r["question"], "gold": gold,
                          "reference": r[field]})
@@ -410,8 +474,10 @@ def eval_rows(benchmark: str, paths: list[Path]) -> list[dict]:
     return rows
 
 
-FILTER_ORDER = ("empty_problem", "duplicate", "min_correctness_count", "math_verify", "complete", "finish_stop",
-                "max_tokens")
+FILTER_ORDER = ("empty_problem", "min_correctness_count", "correct", "complete", "finish_stop", "max_tokens",
+                "duplicate")
+TRACE_COUNTS = ("read", "correct_by_both", "correct_by_math_verify_only", "correct_by_llama_only",
+                "wrong_by_every_judge", "no_verdict")
 
 
 def _remaining(c: Counter) -> dict[str, int]:

@@ -2,7 +2,7 @@
 
 OpenR1 parquet shards are read in record batches and only the needed columns, so memory stays flat
 however many shards there are; each shard's schema is checked before any row is read. GSM8K and
-CMATH are read from jsonl (GitHub copies) or parquet (Hub copies) with their own field names.
+CMATH and MATH are read from jsonl (GitHub copies) or parquet (Hub copies) with their own field names.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mathpipe.data.schemas import CMATH_GOLD_FIELD, CMATH_QUESTION_FIELDS, GSM8K_FIELDS, OPENR1_SCHEMA
+from mathpipe.data.schemas import CMATH_GOLD_FIELD, CMATH_QUESTION_FIELDS, GSM8K_FIELDS, MATH_FIELDS, OPENR1_SCHEMA
 from mathpipe.errors import DataError
 from mathpipe.io import iter_jsonl
 
@@ -27,6 +27,7 @@ OPENR1_COLUMNS = (
     "uuid",
     "generations",
     "correctness_math_verify",
+    "correctness_llama",
     "is_reasoning_complete",
     "finish_reasons",
     "correctness_count",
@@ -144,3 +145,10 @@ def iter_cmath(paths: list[Path]) -> Iterator[dict]:
             if isinstance(golden, (int, float)) and not isinstance(golden, bool):
                 row[CMATH_GOLD_FIELD] = str(golden)  # some copies store numeric goldens as numbers
             yield {"question": _text(row, field, path, i), "golden": _text(row, CMATH_GOLD_FIELD, path, i)}
+
+
+def iter_math(paths: list[Path]) -> Iterator[dict]:
+    """MATH rows (MATH-500's schema): {"question": problem, "answer"}, the answer in LaTeX."""
+    for path in paths:
+        for i, row in enumerate(_iter_table_rows(path, MATH_FIELDS)):
+            yield {"question": _text(row, "problem", path, i), "answer": _text(row, "answer", path, i)}

@@ -11,12 +11,14 @@ sets (`mathpipe.data.schemas`, `shared/data/README.md`), so the same readers ser
     out_dir/gsm8k/train.jsonl, test.jsonl        {"question", "answer": "...<<a+b=c>>c ...\\n#### N"}
     out_dir/cmath/test.jsonl                     {"grade", "question" (Chinese), "golden", "reasoning_step",
                                                   "num_digits"}
+    out_dir/math/test.jsonl                      MATH-500 rows: {"problem", "solution", "answer", "subject",
+                                                  "level", "unique_id"}, numbers in LaTeX math ($12$)
 
 Usage:
 
     from mathpipe.data.sample import SampleConfig, write_sample_data
     counts = write_sample_data(Path("data/raw"), SampleConfig(seed=1234, n_train=5000))
-    # {"openr1/train-00000-of-00004.parquet": 1250, ..., "cmath/test.jsonl": 200}
+    # {"openr1/train-00000-of-00004.parquet": 1250, ..., "cmath/test.jsonl": 200, "math/test.jsonl": 100}
 
 The same config writes byte-identical files; test questions never appear among training problems.
 """
@@ -24,6 +26,7 @@ The same config writes byte-identical files; test questions never appear among t
 from __future__ import annotations
 
 import random
+import re
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +44,7 @@ GROUP_START_P = 0.25              # share of problems opening with "a bags of b 
 INCOMPLETE_P, WRONG_P = 0.05, 0.32  # per trace: truncated (no </think>), or one mistake (MISTAKES)
 DUPLICATE_P = 0.01                # rows repeating an earlier problem text under a new uuid
 LLAMA_P, FINISH_REASONS_P = 0.12, 0.6  # rows where the nullable columns are filled
+UNBOXED_P = 0.3                   # right traces of judged rows that Math-Verify misses and the Llama judge finds
 UUID_NS = uuid.UUID("6b1f0a52-3c1e-5d7a-9d43-8f2a4c1e9b70")
 
 NAMES = {
@@ -133,6 +137,7 @@ class SampleConfig:
     n_train: int = 5000  # OpenR1-style training problems (before the pipeline's filters)
     n_gsm8k_test: int = 200
     n_cmath_test: int = 200
+    n_math_test: int = 100  # MATH-style questions: English word problems in MATH-500's schema
     n_gsm8k_train: int = 500  # GSM8K-format training problems (an optional SFT source)
     shards: int = 4  # number of OpenR1 parquet shards
     chinese_fraction: float = 0.3  # share of OpenR1 training problems written in Chinese
@@ -146,7 +151,7 @@ class SampleConfig:
     value_max: int = 40  # no intermediate or final result above this
 
     def validate(self, prefix: str) -> None:
-        for key in ("n_train", "n_gsm8k_test", "n_cmath_test"):
+        for key in ("n_train", "n_gsm8k_test", "n_cmath_test", "n_math_test"):
             check(getattr(self, key) >= 1, f"{prefix}.{key}", f"must be >= 1, got {getattr(self, key)}")
         check(self.n_gsm8k_train >= 0, f"{prefix}.n_gsm8k_train", f"must be >= 0, got {self.n_gsm8k_train}")
         check(1 <= self.shards <= self.n_train, f"{prefix}.shards",
@@ -348,6 +353,11 @@ def openr1_row(rng: random.Random, p: Problem, uid: str) -> dict:
         complete.append(done)
         correct.append(boxed == p.answer)
     ops = {op for op, *_ in p.steps}
+    judged_by_llama = rng.random() < LLAMA_P
+    has_finish_reasons = rng.random() < FINISH_REASONS_P
+    llama = list(correct) if judged_by_llama else None
+    if judged_by_llama:
+        _unbox_some(random.Random(f"unbox:{uid}"), p, gens, correct)
     return {
         "problem": p.text,
         "solution": solution(rng, p),
@@ -359,12 +369,22 @@ def openr1_row(rng: random.Random, p: Problem, uid: str) -> dict:
         "is_reasoning_complete": complete,
         "generations": gens,
         "correctness_math_verify": correct,
-        "correctness_llama": list(correct) if rng.random() < LLAMA_P else None,
-        "finish_reasons": ["stop" if d else "length" for d in complete] if rng.random() < FINISH_REASONS_P else None,
-        "correctness_count": sum(correct),
+        "correctness_llama": llama,
+        "finish_reasons": ["stop" if d else "length" for d in complete] if has_finish_reasons else None,
+        "correctness_count": sum(c or (llama is not None and llama[i]) for i, c in enumerate(correct)),
         "messages": [{"content": p.text, "role": "user"},
                      {"content": gens[correct.index(True)] if any(correct) else gens[0], "role": "assistant"}],
     }
+
+
+def _unbox_some(rng: random.Random, p: Problem, gens: list[str], correct: list[bool]) -> None:
+    """As in OpenR1, where the Llama judge recovers correct traces Math-Verify could not parse: some
+    right traces state their answer without \\boxed{}, and Math-Verify marks them wrong (in place)."""
+    for i, text in enumerate(gens):
+        if correct[i] and rng.random() < UNBOXED_P:
+            thinking, _, _ = text.rpartition("</think>")
+            gens[i] = f"{thinking}</think>\n\n" + TEMPLATES[p.lang]["so"].format(ans=p.answer, **p.slots)
+            correct[i] = False
 
 
 def cmath_row(p: Problem) -> dict:
@@ -376,8 +396,31 @@ def cmath_row(p: Problem) -> dict:
             "reasoning_step": len(p.steps), "num_digits": digits}
 
 
+_LATEX_OPS = {"+": "+", "-": "-", "*": "\\times", "/": "\\div"}
+_NUMBER_RE = re.compile(r"(?<![\w$])(\d+)(?![\w$])")
+
+
+def _latex_numbers(text: str) -> str:
+    """MATH writes every number of a problem in math mode: "has 4 bags" -> "has $4$ bags"."""
+    return _NUMBER_RE.sub(r"$\1$", text)
+
+
+def math_row(rng: random.Random, p: Problem, index: int) -> dict:
+    """A MATH-500 row: the problem and a worked solution in LaTeX, the bare answer, subject and level."""
+    steps = [f"${a} {_LATEX_OPS[op]} {b} = {c}$." for op, a, b, c in p.steps]
+    subject = "Number Theory" if any(op == "/" for op, *_ in p.steps) else "Prealgebra"
+    return {
+        "problem": _latex_numbers(p.text),
+        "solution": " ".join([*steps, f"So the answer is $\\boxed{{{p.answer}}}$."]),
+        "answer": str(p.answer),
+        "subject": subject,
+        "level": min(5, len(p.steps) + rng.randint(0, 2)),
+        "unique_id": f"test/{subject.lower().replace(' ', '_')}/{index}.json",
+    }
+
+
 def write_sample_data(out_dir: Path, cfg: SampleConfig) -> dict[str, int]:
-    """Write the OpenR1 shards, GSM8K train/test and CMATH test under out_dir (all or nothing).
+    """Write the OpenR1 shards, GSM8K train/test, CMATH test and MATH test under out_dir (all or nothing).
     Returns the row count of each file, keyed by its path relative to out_dir."""
     out_dir = Path(out_dir)
     stream = lambda part: random.Random(f"{cfg.seed}:{part}")  # noqa: E731 - one independent stream per part
@@ -386,6 +429,8 @@ def write_sample_data(out_dir: Path, cfg: SampleConfig) -> dict[str, int]:
     gsm_test = [_fresh_problem(r, "en", cfg, taken) for _ in range(cfg.n_gsm8k_test)]
     r = stream("cmath-test")
     cmath_test = [_fresh_problem(r, "zh", cfg, taken) for _ in range(cfg.n_cmath_test)]
+    r = stream("math-test")
+    math_test = [_fresh_problem(r, "en", cfg, taken) for _ in range(cfg.n_math_test)]
 
     r = stream("openr1")
     n = cfg.n_train
@@ -403,7 +448,7 @@ def write_sample_data(out_dir: Path, cfg: SampleConfig) -> dict[str, int]:
 
     counts: dict[str, int] = {}
     with atomic_dir(out_dir) as tmp:
-        for sub in ("openr1", "gsm8k", "cmath"):
+        for sub in ("openr1", "gsm8k", "cmath", "math"):
             (tmp / sub).mkdir()
         k = cfg.shards
         for s in range(k):
@@ -417,4 +462,7 @@ def write_sample_data(out_dir: Path, cfg: SampleConfig) -> dict[str, int]:
             r = stream(name)
             counts[name] = write_jsonl(tmp / name, ({"question": p.text, "answer": gsm8k_answer(r, p)} for p in ps))
         counts["cmath/test.jsonl"] = write_jsonl(tmp / "cmath/test.jsonl", (cmath_row(p) for p in cmath_test))
+        r = stream("math/test.jsonl")
+        counts["math/test.jsonl"] = write_jsonl(tmp / "math/test.jsonl",
+                                                (math_row(r, p, i) for i, p in enumerate(math_test)))
     return counts

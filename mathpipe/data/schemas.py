@@ -35,3 +35,8 @@ GSM8K_FIELDS = ("question", "answer")
 # `golden` is the final answer as a string ("18", "3/4", "27.3%").
 CMATH_QUESTION_FIELDS = ("question", "input")
 CMATH_GOLD_FIELD = "golden"
+
+# MATH (Hendrycks et al. 2021; the MATH-500 test subset, HuggingFaceH4/MATH-500): `answer` is the bare
+# final answer in LaTeX (`\frac{14}{3}`, `\left( 3, \frac{\pi}{2} \right)`, `\text{Evelyn}`), `solution`
+# the worked solution with it inside \boxed{}. Also subject, level (1-5) and unique_id.
+MATH_FIELDS = ("problem", "answer")
