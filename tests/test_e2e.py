@@ -123,7 +123,8 @@ def test_training_figures_are_recorded(project):
     for name in ("sft", "dpo"):
         merge = read_json(project / f"metrics/merge/{name}.json")
         assert merge["max_abs_logit_diff"] <= merge["tolerance"]
-    held_out_pairs = read_json(project / "metrics/prepare.json")["pairs"]["val"]
+    held_out_pairs = min(read_json(project / "metrics/prepare.json")["pairs"]["val"],
+                         params["reward_model"]["max_val_samples"] or 10**9)
     reward = read_json(project / "metrics/reward_model.json")
     assert reward["held_out"]["pairs"] == held_out_pairs and 0.0 <= reward["held_out"]["accuracy"] <= 1.0
     sampling = read_json(project / "metrics/rejection_sampling.json")
@@ -149,7 +150,7 @@ def test_metrics_are_numbers_with_their_config(project):
         predictions = (project / f"data/predictions/{model}/{benchmark}.jsonl").read_text().splitlines()
         assert len(predictions) == m["n"]
     prepare = read_json(project / "metrics/prepare.json")
-    assert prepare["sft"]["train"] + prepare["sft"]["val"] == prepare["openr1"]["after_max_tokens"]
+    assert prepare["sft"]["train"] + prepare["sft"]["val"] == prepare["openr1"]["after_duplicate"]  # the last filter
 
 
 def test_data_prepare_and_tokenizer_hash_as_the_committed_lock_records(project):
