@@ -196,7 +196,8 @@ class AttentionRecord:
         return cls(**meta, weights=weights)
 
 
-def record_attention(model_name: str, model_dir: str | Path, cfg: AttentionConfig) -> list[AttentionRecord]:
+def record_attention(model_name: str, model_dir: str | Path, cfg: AttentionConfig,
+                     chat_template_kwargs: dict | None = None) -> list[AttentionRecord]:
     """Each prompt of cfg.prompts answered by the model, then its attention weights on prompt + answer."""
     from mathpipe.generation import make_generator
     from mathpipe.models import load_causal_lm
@@ -208,7 +209,8 @@ def record_attention(model_name: str, model_dir: str | Path, cfg: AttentionConfi
     generator = make_generator(str(model_dir), cfg.engine)
     try:
         tokenizer = generator.tokenizer
-        rendered = [prompt_registry.render_prompt(tokenizer, q, cfg.template) for q in cfg.prompts.values()]
+        rendered = [prompt_registry.render_prompt(tokenizer, q, cfg.template, chat_template_kwargs)
+                    for q in cfg.prompts.values()]
         answers = [c[0].text for c in generator.generate(rendered, cfg.generation)]
     finally:
         generator.close()

@@ -59,10 +59,13 @@ def load_params(path: str | Path = PARAMS_FILE) -> dict:
     return read_yaml_mapping(path)
 
 
-def load_section(section: str, cls: type[T], path: str | Path = PARAMS_FILE) -> T:
+def load_section(section: str, cls: type[T], path: str | Path = PARAMS_FILE, optional: bool = False) -> T:
+    """`params[section]` as `cls`; an optional section that is absent takes cls's defaults."""
     params = load_params(path)
-    if section not in params:
+    if section not in params and not optional:
         raise ConfigError(f"{path}: missing section '{section}'")
+    if section not in params:
+        return from_dict(cls, {}, prefix=section)
     return from_dict(cls, params[section], prefix=section)
 
 

@@ -91,7 +91,8 @@ class DPOStageConfig:
             check(value is None or value > 0, f"{prefix}.{name}", f"must be > 0 or null, got {value}")
 
 
-def load_pair_splits(src: PairSource, prefix: str, max_train: int | None, max_val: int | None):
+def load_pair_splits(src: PairSource, prefix: str, max_train: int | None, max_val: int | None,
+                     thinking: bool = True):
     """(train, val) pairs in TRL's conversational form, every file found before any is read."""
     def find(pattern: str, key: str) -> list[Path]:
         try:
@@ -106,9 +107,9 @@ def load_pair_splits(src: PairSource, prefix: str, max_train: int | None, max_va
     else:
         train_paths = find(src.train_files, "train_files")
     val_paths = find(src.val_files, "val_files") if src.val_files and src.hub is None else []
-    train = pair_formats.read_pairs(train_paths, src.format, src.template)
+    train = pair_formats.read_pairs(train_paths, src.format, src.template, thinking=thinking)
     if val_paths:
-        val = pair_formats.read_pairs(val_paths, src.format, src.template)
+        val = pair_formats.read_pairs(val_paths, src.format, src.template, thinking=thinking)
     else:  # hold out a deterministic share of the prompts
         def key(pair: dict) -> str:
             return " ".join(turn["content"] for turn in pair["prompt"])
@@ -121,24 +122,24 @@ def load_pair_splits(src: PairSource, prefix: str, max_train: int | None, max_va
     return train, val
 
 
-def run_dpo(cfg: DPOStageConfig, prefix: str = "dpo") -> dict:
-    from datasets import Dataset
+def run_dpo(cfg: DPOStageConfig, prefix: str = "dpo", chat_template_kwargs: dict | None = None) -> dict:
     from trl import DPOConfig, DPOTrainer
 
     from mathpipe.models import load_causal_lm, load_tokenizer, read_origin, require_model_dir
 
     model_dir = require_model_dir(cfg.model)
-    train_rows, val_rows = load_pair_splits(cfg.pairs, f"{prefix}.pairs", cfg.max_train_samples, cfg.max_val_samples)
+    train_rows, val_rows = load_pair_splits(cfg.pairs, f"{prefix}.pairs", cfg.max_train_samples, cfg.max_val_samples,
+                                            prompts.thinking(chat_template_kwargs))
     tokenizer = load_tokenizer(model_dir, trust_remote_code=cfg.trust_remote_code, padding_side="right")
     longest = training.check_pairs_fit(tokenizer, train_rows + val_rows, cfg.train.max_length,
-                                       f"{prefix}.train.max_length")
+                                       f"{prefix}.train.max_length", chat_template_kwargs)
     device = training.training_device()
     model = load_causal_lm(model_dir, dtype=cfg.train.dtype, device=device, trust_remote_code=cfg.trust_remote_code)
     model.train()
     peft_config = lora_config(model, cfg.lora, f"{prefix}.lora")
 
     code = code_digest(__file__, training.__file__)
-    fingerprint = run_fingerprint(cfg, code, read_origin(model_dir), train_rows, val_rows)
+    fingerprint = run_fingerprint(cfg, code, read_origin(model_dir), train_rows, val_rows, chat_template_kwargs or {})
     resume = training.prepare_checkpoints_everywhere(Path(cfg.checkpoint_dir), fingerprint)
     args = DPOConfig(
         **trainer_kwargs(cfg.train, Path(cfg.checkpoint_dir), device, has_eval=bool(val_rows)),
@@ -150,8 +151,8 @@ def run_dpo(cfg: DPOStageConfig, prefix: str = "dpo") -> dict:
         model=model,
         ref_model=None,  # with LoRA: the adapter-disabled model is the reference
         args=args,
-        train_dataset=Dataset.from_list(train_rows),
-        eval_dataset=Dataset.from_list(val_rows) if val_rows else None,
+        train_dataset=training.trainer_dataset(train_rows, chat_template_kwargs),
+        eval_dataset=training.trainer_dataset(val_rows, chat_template_kwargs),
         processing_class=tokenizer,
         peft_config=peft_config,
         callbacks=training.training_callbacks(cfg.live_dir, resume=resume is not None),

@@ -76,12 +76,13 @@ def section_configs(params: dict) -> dict:
     from mathpipe.dpo import DPOStageConfig
     from mathpipe.evaluation import EvaluateConfig
     from mathpipe.merge import MergeConfig
+    from mathpipe.prompts import PromptConfig
     from mathpipe.rejection import RejectionConfig
     from mathpipe.report import ReportConfig
     from mathpipe.reward import RewardStageConfig
     from mathpipe.sft import SFTStageConfig, chat_template_file
 
-    classes = {"sample": SampleConfig, "base_model": BaseModelConfig, "prepare": PrepareConfig,
+    classes = {"prompt": PromptConfig, "sample": SampleConfig, "base_model": BaseModelConfig, "prepare": PrepareConfig,
                "sft": SFTStageConfig, "reward_model": RewardStageConfig, "rejection_sampling": RejectionConfig,
                "dpo": DPOStageConfig, "merge": MergeConfig, "evaluate": EvaluateConfig,
                "attention": AttentionConfig, "report": ReportConfig}

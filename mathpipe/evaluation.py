@@ -57,10 +57,11 @@ class EvalResult:
     predictions: list[dict]
 
 
-def evaluate(generator: Generator, rows: list[dict], settings: GenerationSettings, template: str) -> EvalResult:
+def evaluate(generator: Generator, rows: list[dict], settings: GenerationSettings, template: str,
+             chat_template_kwargs: dict | None = None) -> EvalResult:
     """rows: {"id", "question", "gold"} as written by prepare. settings.n > 1 samples n answers per
     question and reports avg@n (`accuracy`), maj@n and pass@n; n = 1 is plain accuracy."""
-    rendered = [prompts.render_prompt(generator.tokenizer, r["question"], template) for r in rows]
+    rendered = [prompts.render_prompt(generator.tokenizer, r["question"], template, chat_template_kwargs) for r in rows]
     outputs = generator.generate(rendered, settings)
     predictions, groups = [], []
     for row, prompt, completions in zip(rows, rendered, outputs):

@@ -24,6 +24,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mathpipe import prompts
 from mathpipe.base_model import fingerprint
 from mathpipe.config import check, check_positive
 from mathpipe.errors import DataError, PipelineError
@@ -59,12 +60,12 @@ class MergeConfig:
               f"must be auto, float32, bfloat16 or float16, got '{self.save_dtype}'")
 
 
-def probe_batch(tokenizer, path: str | Path, n: int):
+def probe_batch(tokenizer, path: str | Path, n: int, chat_template_kwargs: dict | None = None):
     """Token ids and attention mask of the first n chat records, rendered with the chat template."""
     rows = read_jsonl(path, required=("messages",))[:n]
     if not rows:
         raise DataError(f"{path}: no records to probe the merged model with")
-    texts = [tokenizer.apply_chat_template(r["messages"], tokenize=False) for r in rows]
+    texts = [prompts.render(tokenizer, r["messages"], chat_template_kwargs) for r in rows]
     tokenizer.padding_side = "right"
     return tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
 
@@ -91,7 +92,8 @@ def max_logit_difference(model_a, model_b, batch) -> float:
     return largest
 
 
-def merge_adapter(base_dir: str | Path, adapter_dir: str | Path, out_dir: str | Path, cfg: MergeConfig) -> dict:
+def merge_adapter(base_dir: str | Path, adapter_dir: str | Path, out_dir: str | Path, cfg: MergeConfig,
+                  chat_template_kwargs: dict | None = None) -> dict:
     import copy
 
     import torch
@@ -105,7 +107,7 @@ def merge_adapter(base_dir: str | Path, adapter_dir: str | Path, out_dir: str | 
     if not is_adapter:
         require_model_dir(adapter_dir)  # a fully fine-tuned model, or nothing usable
     tokenizer = load_tokenizer(base_dir, trust_remote_code=cfg.trust_remote_code)
-    batch = probe_batch(tokenizer, cfg.probe_file, cfg.probe_samples)
+    batch = probe_batch(tokenizer, cfg.probe_file, cfg.probe_samples, chat_template_kwargs)
     tokenizer.padding_side = "left"  # the saved tokenizer serves generation
 
     # Merge in float32 on CPU: the comparison then measures the merge, not rounding. The adapter

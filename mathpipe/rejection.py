@@ -157,11 +157,13 @@ def summarise(groups: list[list[dict]], kept: int, pairs: int) -> dict:
     }
 
 
-def sample(cfg: RejectionConfig, rows: list[dict]) -> tuple[list[list[dict]], dict]:
+def sample(cfg: RejectionConfig, rows: list[dict],
+           chat_template_kwargs: dict | None = None) -> tuple[list[list[dict]], dict]:
     """n completions per prompt, each with the answer checker's verdict; and the generation figures."""
     generator = make_generator(cfg.policy, cfg.engine)
     try:
-        rendered = [prompts.render_prompt(generator.tokenizer, r["problem"], cfg.template) for r in rows]
+        rendered = [prompts.render_prompt(generator.tokenizer, r["problem"], cfg.template, chat_template_kwargs)
+                    for r in rows]
         start = time.perf_counter()
         outputs = generator.generate(rendered, cfg.generation)
         seconds = time.perf_counter() - start
@@ -188,12 +190,12 @@ def sample(cfg: RejectionConfig, rows: list[dict]) -> tuple[list[list[dict]], di
                     "output_tokens_per_second": round(tokens / seconds, 1)}
 
 
-def score(cfg: RejectionConfig, samples: list[dict]) -> float:
+def score(cfg: RejectionConfig, samples: list[dict], chat_template_kwargs: dict | None = None) -> float:
     """Adds each sample's reward; returns the seconds it took."""
     from mathpipe.reward import RewardScorer  # transformers' model classes: import only when needed
 
     scorer = RewardScorer(cfg.reward_model, batch_size=cfg.score_batch_size, dtype=cfg.engine.dtype,
-                          trust_remote_code=cfg.engine.trust_remote_code)
+                          trust_remote_code=cfg.engine.trust_remote_code, chat_template_kwargs=chat_template_kwargs)
     start = time.perf_counter()
     # Scored as text with the reward model's own tokenizer and chat template: any tokenizer works.
     rewards = scorer.score([prompts.messages(s["problem"], cfg.template) for s in samples],
@@ -203,15 +205,15 @@ def score(cfg: RejectionConfig, samples: list[dict]) -> float:
     return round(time.perf_counter() - start, 2)
 
 
-def run_rejection_sampling(cfg: RejectionConfig) -> RejectionResult:
+def run_rejection_sampling(cfg: RejectionConfig, chat_template_kwargs: dict | None = None) -> RejectionResult:
     # Everything that can be wrong with the inputs fails here, before the engine starts.
     rows = load_prompt_rows(cfg)
     require_model_dir(cfg.policy)
     require_model_dir(cfg.reward_model)
 
-    groups, generation = sample(cfg, rows)
+    groups, generation = sample(cfg, rows, chat_template_kwargs)
     flat = [s for g in groups for s in g]
-    scoring_seconds = score(cfg, flat)
+    scoring_seconds = score(cfg, flat, chat_template_kwargs)
 
     # prepare held out its own validation problems, so the training prompts all hash to "train":
     # the held-out prompts here are a seeded random share instead.
@@ -245,6 +247,7 @@ def run_rejection_sampling(cfg: RejectionConfig) -> RejectionResult:
         "prompts_file": cfg.prompts_file, "selection_rule": cfg.selection.rule, "min_reward": cfg.selection.min_reward,
         "n": cfg.generation.n, "temperature": cfg.generation.temperature, "top_p": cfg.generation.top_p,
         "max_new_tokens": cfg.generation.max_new_tokens, "seed": cfg.generation.seed, "template": cfg.template,
+        "chat_template_kwargs": chat_template_kwargs or {},
     }
     log.info("pass@1 %.3f, pass@%d %.3f, reward-selected %.3f, AUC %s; %d/%d prompts kept, %d pairs",
              metrics["pass_at_1"], metrics["samples_per_prompt"], metrics["pass_at_n"],

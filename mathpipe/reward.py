@@ -81,7 +81,8 @@ class RewardScorer:
     """Scores (question or chat prompt, response) with a saved reward model, in batches."""
 
     def __init__(self, model_dir: str | Path, batch_size: int = 32, dtype: str = "auto",
-                 trust_remote_code: bool = False, device: str | None = None):
+                 trust_remote_code: bool = False, device: str | None = None,
+                 chat_template_kwargs: dict | None = None):
         import torch
         from transformers import AutoModelForSequenceClassification
 
@@ -95,10 +96,11 @@ class RewardScorer:
             trust_remote_code=trust_remote_code,
         ).to(self.device).eval()
         self.batch_size = batch_size
+        self.chat_template_kwargs = chat_template_kwargs
         self._torch = torch
 
     def render(self, prompt: str | list[dict], response: str | list[dict]) -> str:
-        return self.tokenizer.apply_chat_template(conversation(prompt, response), tokenize=False)
+        return prompts.render(self.tokenizer, conversation(prompt, response), self.chat_template_kwargs)
 
     def score(self, prompt_list: list, responses: list) -> list[float]:
         texts = [self.render(p, r) for p, r in zip(prompt_list, responses, strict=True)]
@@ -117,7 +119,7 @@ class RewardScorer:
 
 def mean_response_logprobs(model_dir: str | Path, prompt_list: list, responses: list, batch_size: int = 8,
                            dtype: str = "auto", trust_remote_code: bool = False,
-                           device: str | None = None) -> list[float]:
+                           device: str | None = None, chat_template_kwargs: dict | None = None) -> list[float]:
     """Mean log-probability per response token under a causal LM, one float per (prompt, response).
 
     The prompt and response are rendered as one chat conversation, like RewardScorer does; the
@@ -132,8 +134,8 @@ def mean_response_logprobs(model_dir: str | Path, prompt_list: list, responses: 
     sequences = []
     for prompt, reply in zip(prompt_list, responses, strict=True):
         turns = conversation(prompt, [])
-        head = tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
-        full = tokenizer.apply_chat_template(conversation(prompt, reply), tokenize=False)
+        head = prompts.render(tokenizer, turns, chat_template_kwargs, add_generation_prompt=True)
+        full = prompts.render(tokenizer, conversation(prompt, reply), chat_template_kwargs)
         head_ids = tokenizer(head, add_special_tokens=False)["input_ids"]
         full_ids = tokenizer(full, add_special_tokens=False)["input_ids"]
         shared = next((i for i, (a, b) in enumerate(zip(head_ids, full_ids)) if a != b),
@@ -168,8 +170,8 @@ def pairwise_metrics(chosen: list[float], rejected: list[float]) -> dict:
     }
 
 
-def run_reward_model(cfg: RewardStageConfig, prefix: str = "reward_model") -> dict:
-    from datasets import Dataset
+def run_reward_model(cfg: RewardStageConfig, prefix: str = "reward_model",
+                     chat_template_kwargs: dict | None = None) -> dict:
     from transformers import AutoModelForSequenceClassification, set_seed
     from trl import RewardConfig, RewardTrainer
 
@@ -180,7 +182,7 @@ def run_reward_model(cfg: RewardStageConfig, prefix: str = "reward_model") -> di
     val_rows = load_pairs(cfg.val_file, cfg.max_val_samples)
     tokenizer = load_tokenizer(model_dir, trust_remote_code=cfg.trust_remote_code, padding_side="right")
     longest = training.check_pairs_fit(tokenizer, train_rows + val_rows, cfg.train.max_length,
-                                       f"{prefix}.train.max_length")
+                                       f"{prefix}.train.max_length", chat_template_kwargs)
     device = training.training_device()
     # The one-logit head is new and randomly initialised here, before the Trainer seeds anything.
     set_seed(cfg.train.seed)
@@ -193,14 +195,14 @@ def run_reward_model(cfg: RewardStageConfig, prefix: str = "reward_model") -> di
 
     code = code_digest(__file__, training.__file__)
     data = (file_digest(cfg.train_file), file_digest(cfg.val_file))
-    fingerprint = run_fingerprint(cfg, code, read_origin(model_dir), data)
+    fingerprint = run_fingerprint(cfg, code, read_origin(model_dir), data, chat_template_kwargs or {})
     resume = training.prepare_checkpoints_everywhere(Path(cfg.checkpoint_dir), fingerprint)
     kwargs = trainer_kwargs(cfg.train, Path(cfg.checkpoint_dir), device, has_eval=True)
     trainer = RewardTrainer(
         model=model,
         args=RewardConfig(**kwargs),
-        train_dataset=Dataset.from_list(train_rows),
-        eval_dataset=Dataset.from_list(val_rows),
+        train_dataset=training.trainer_dataset(train_rows, chat_template_kwargs),
+        eval_dataset=training.trainer_dataset(val_rows, chat_template_kwargs),
         processing_class=tokenizer,
         peft_config=peft_config,
         callbacks=training.training_callbacks(cfg.live_dir, resume=resume is not None),
@@ -225,7 +227,8 @@ def run_reward_model(cfg: RewardStageConfig, prefix: str = "reward_model") -> di
         trained.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         scorer = RewardScorer(tmp, batch_size=cfg.score_batch_size, dtype=cfg.train.dtype,
-                              trust_remote_code=cfg.trust_remote_code, device=device)
+                              trust_remote_code=cfg.trust_remote_code, device=device,
+                              chat_template_kwargs=chat_template_kwargs)
         chosen = scorer.score([r["prompt"] for r in val_rows], [r["chosen"] for r in val_rows])
         rejected = scorer.score([r["prompt"] for r in val_rows], [r["rejected"] for r in val_rows])
     clear_checkpoints(Path(cfg.checkpoint_dir))
@@ -234,7 +237,8 @@ def run_reward_model(cfg: RewardStageConfig, prefix: str = "reward_model") -> di
         # What the backbone already knows: a trained reward model should rank pairs at least this well.
         ranked = [mean_response_logprobs(model_dir, [r["prompt"] for r in val_rows], [r[side] for r in val_rows],
                                          batch_size=cfg.train.eval_batch_size, dtype=cfg.train.dtype,
-                                         trust_remote_code=cfg.trust_remote_code, device=device)
+                                         trust_remote_code=cfg.trust_remote_code, device=device,
+                                         chat_template_kwargs=chat_template_kwargs)
                   for side in ("chosen", "rejected")]
         held_out["likelihood_baseline_accuracy"] = pairwise_metrics(*ranked)["accuracy"]
     return {

@@ -106,8 +106,8 @@ def training_tokenizer(model_dir: str, cfg: SFTStageConfig, prefix: str):
     return tokenizer
 
 
-def run_sft(cfg: SFTStageConfig, prefix: str = "sft", callbacks: list | None = None) -> dict:
-    from datasets import Dataset
+def run_sft(cfg: SFTStageConfig, prefix: str = "sft", callbacks: list | None = None,
+            chat_template_kwargs: dict | None = None) -> dict:
     from trl import SFTConfig, SFTTrainer
 
     from mathpipe.models import load_causal_lm, read_origin, require_model_dir
@@ -123,7 +123,7 @@ def run_sft(cfg: SFTStageConfig, prefix: str = "sft", callbacks: list | None = N
 
     code = code_digest(__file__, training.__file__)
     data = (file_digest(cfg.train_file), file_digest(cfg.val_file))
-    fingerprint = run_fingerprint(cfg, code, read_origin(model_dir), data)
+    fingerprint = run_fingerprint(cfg, code, read_origin(model_dir), data, chat_template_kwargs or {})
     resume = training.prepare_checkpoints_everywhere(Path(cfg.checkpoint_dir), fingerprint)
     args = SFTConfig(
         **trainer_kwargs(cfg.train, Path(cfg.checkpoint_dir), device, has_eval=bool(val_rows)),
@@ -133,8 +133,8 @@ def run_sft(cfg: SFTStageConfig, prefix: str = "sft", callbacks: list | None = N
     trainer = SFTTrainer(
         model=model,
         args=args,
-        train_dataset=Dataset.from_list(train_rows),
-        eval_dataset=Dataset.from_list(val_rows) if val_rows else None,
+        train_dataset=training.trainer_dataset(train_rows, chat_template_kwargs),
+        eval_dataset=training.trainer_dataset(val_rows, chat_template_kwargs),
         processing_class=tokenizer,
         peft_config=peft_config,
         callbacks=[*training.training_callbacks(cfg.live_dir, resume=resume is not None), *(callbacks or [])],

@@ -29,18 +29,25 @@ SPLIT_PATTERN = (
 )
 
 # Qwen3's chat format. `{% generation %}` marks what the assistant says, so TRL can compute the
-# loss on assistant tokens only; the target ends with <|im_end|>, which is the EOS token.
+# loss on assistant tokens only; the target ends with <|im_end|>, which is the EOS token. As in
+# Qwen3's template, `enable_thinking=false` ends the generation prompt with an empty thinking block,
+# and an answer without one is given it, so non-thinking targets and prompts agree.
 CHAT_TEMPLATE = (
     "{%- for message in messages %}"
     "{%- if message['role'] == 'assistant' %}"
     "{{- '<|im_start|>assistant\\n' }}"
-    "{%- generation %}{{- message['content'] + '<|im_end|>' }}{%- endgeneration %}"
+    "{%- generation %}"
+    "{%- if '</think>' not in message['content'] %}{{- '<think>\\n\\n</think>\\n\\n' }}{%- endif %}"
+    "{{- message['content'] + '<|im_end|>' }}"
+    "{%- endgeneration %}"
     "{{- '\\n' }}"
     "{%- else %}"
     "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
     "{%- endif %}"
     "{%- endfor %}"
-    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}"
+    "{%- if enable_thinking is defined and enable_thinking is false %}{{- '<think>\\n\\n</think>\\n\\n' }}{%- endif %}"
+    "{%- endif %}"
 )
 
 

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from mathpipe import prompts
 from mathpipe.config import check, check_positive, check_range
 from mathpipe.errors import ConfigError, PipelineError
 from mathpipe.io import read_json, write_json
@@ -160,11 +161,19 @@ def trainer_kwargs(settings: TrainSettings, checkpoint_dir: Path, device: str, h
     )
 
 
-def check_pairs_fit(tokenizer, rows: list[dict], max_length: int, key: str) -> int:
+def trainer_dataset(rows: list[dict], chat_template_kwargs: dict | None = None):
+    """A TRL trainer's dataset: the rows, each with the template kwargs TRL reads per example; None if empty."""
+    from datasets import Dataset
+
+    return Dataset.from_list(prompts.with_template_kwargs(rows, chat_template_kwargs)) if rows else None
+
+
+def check_pairs_fit(tokenizer, rows: list[dict], max_length: int, key: str,
+                    chat_template_kwargs: dict | None = None) -> int:
     """Stop before training when a prompt + chosen or prompt + rejected sequence is longer than
     max_length: the trainer would cut the end of the answer and its EOS, the very tokens that tell
     chosen from rejected. Returns the longest sequence, in tokens."""
-    texts = [tokenizer.apply_chat_template(list(row["prompt"]) + list(row[side]), tokenize=False)
+    texts = [prompts.render(tokenizer, list(row["prompt"]) + list(row[side]), chat_template_kwargs)
              for row in rows for side in ("chosen", "rejected")]
     lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]] if texts else [0]
     too_long = sum(n > max_length for n in lengths)

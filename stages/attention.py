@@ -1,6 +1,6 @@
 """attention: heat maps of one model's attention on its own answer to each reasoning prompt.
 
-    python -m stages.attention --model sft      # params: attention.*
+    python -m stages.attention --model sft      # params: attention.*, prompt.*
 
 For each prompt in attention.prompts the model answers (greedy), then one eager forward pass over
 prompt + answer gives the weights of attention.layers (first, middle, last by default). Writes
@@ -21,6 +21,7 @@ from mathpipe.config import load_section
 from mathpipe.errors import ConfigError
 from mathpipe.io import atomic_dir
 from mathpipe.models import require_model_dir
+from mathpipe.prompts import PromptConfig
 
 log = logging.getLogger("stages.attention")
 
@@ -34,7 +35,8 @@ def main() -> None:
         raise ConfigError(f"--model {args.model}: not in attention.models {cfg.models}")
     model_dir = require_model_dir(Path(cfg.models_dir) / args.model)
 
-    records = record_attention(args.model, model_dir, cfg)
+    prompt = load_section("prompt", PromptConfig, optional=True)
+    records = record_attention(args.model, model_dir, cfg, prompt.chat_template_kwargs)
     heads = resolve_heads(cfg.heads, records[0].num_heads, "attention.heads")
     plotting.setup()
     with atomic_dir(Path(cfg.data_dir) / args.model) as data_dir, \

@@ -1,6 +1,6 @@
 """dpo: preference optimisation with LoRA on the merged SFT model (TRL's DPOTrainer).
 
-    python -m stages.dpo      # params: dpo.*   output: models/dpo_adapter/, metrics/dpo.json
+    python -m stages.dpo      # params: dpo.*, prompt.*   output: models/dpo_adapter/, metrics/dpo.json
 
 The reference is the SFT model itself (the adapter switched off). dpo.pairs picks the pairs:
 prepare's (format trl), or an external set such as argilla/distilabel-math-preference-dpo
@@ -14,14 +14,16 @@ from mathpipe.config import load_section
 from mathpipe.dpo import DPOStageConfig, run_dpo
 from mathpipe.io import write_json
 from mathpipe.launch import enter_launch, is_main_process
+from mathpipe.prompts import PromptConfig
 
 log = logging.getLogger("stages.dpo")
 
 
 def main() -> None:
     cfg = load_section("dpo", DPOStageConfig)
+    prompt = load_section("prompt", PromptConfig, optional=True)
     enter_launch(cfg.launch, "stages.dpo", "dpo.launch")
-    summary = run_dpo(cfg)
+    summary = run_dpo(cfg, chat_template_kwargs=prompt.chat_template_kwargs)
     if not is_main_process():
         return
     write_json("metrics/dpo.json", summary)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from mathpipe import prompts
 from mathpipe.cli import run_stage
-from mathpipe.config import from_dict, load_params
+from mathpipe.config import from_dict, load_params, load_section
 from mathpipe.errors import ConfigError, DataError
 from mathpipe.evaluation import EvaluateConfig, evaluate
 from mathpipe.generation import make_generator
@@ -33,6 +33,7 @@ def main() -> None:
     args = parser.parse_args()
 
     cfg = from_dict(EvaluateConfig, load_params().get("evaluate"), "evaluate")
+    kwargs = load_section("prompt", prompts.PromptConfig, optional=True).chat_template_kwargs
     if args.model not in cfg.models:
         raise ConfigError(f"--model {args.model}: not in evaluate.models {cfg.models}")
     for name in args.benchmark or []:
@@ -50,7 +51,8 @@ def main() -> None:
 
     generator = make_generator(str(model_dir), cfg.engine)
     try:
-        results = {name: evaluate(generator, rows, cfg.generation, cfg.template) for name, rows in benchmarks.items()}
+        results = {name: evaluate(generator, rows, cfg.generation, cfg.template, kwargs)
+                   for name, rows in benchmarks.items()}
     finally:
         generator.close()
     origin = read_origin(model_dir)
@@ -60,7 +62,8 @@ def main() -> None:
         "revision": origin.get("revision"),
         "benchmark": None,  # set per benchmark below (the key keeps its place in the file)
         "prompt_template": cfg.template,
-        "prompt_template_hash": prompts.template_hash(generator.tokenizer, cfg.template),
+        "prompt_template_hash": prompts.template_hash(generator.tokenizer, cfg.template, kwargs),
+        "chat_template_kwargs": kwargs,
         "backend": generator.name,
         "max_new_tokens": cfg.generation.max_new_tokens,
         "temperature": cfg.generation.temperature,

@@ -1,6 +1,6 @@
 """merge: fold a LoRA adapter into its base and save a standalone checkpoint, checked by logits.
 
-    python -m stages.merge --name sft     # params: merge.*   output: models/sft/, metrics/merge/sft.json
+    python -m stages.merge --name sft     # params: merge.*, prompt.*   output: models/sft/, metrics/merge/sft.json
 
 merge.models.<name> gives the base, the adapter and the output folder; dvc.yaml runs one stage per
 name. The stage fails, writing nothing, if the merged weights' logits differ from base + adapter by
@@ -15,6 +15,7 @@ from mathpipe.config import load_section
 from mathpipe.errors import ConfigError
 from mathpipe.io import write_json
 from mathpipe.merge import MergeConfig, merge_adapter
+from mathpipe.prompts import PromptConfig
 
 
 def main() -> None:
@@ -25,7 +26,8 @@ def main() -> None:
     if args.name not in cfg.models:
         raise ConfigError(f"--name {args.name}: not in merge.models ({', '.join(cfg.models)})")
     spec = cfg.models[args.name]
-    summary = merge_adapter(spec.base, spec.adapter, spec.out, cfg)
+    prompt = load_section("prompt", PromptConfig, optional=True)
+    summary = merge_adapter(spec.base, spec.adapter, spec.out, cfg, prompt.chat_template_kwargs)
     write_json(f"metrics/merge/{args.name}.json", summary)
 
 

@@ -1,7 +1,7 @@
 """prepare: OpenR1 shards (and optionally GSM8K) -> SFT records and preference pairs; GSM8K and CMATH
 test sets -> evaluation sets. Row counts after each filter go to metrics/prepare.json.
 
-    python -m stages.prepare          # params: prepare.*   output: data/prepared/
+    python -m stages.prepare          # params: prepare.*, prompt.*   output: data/prepared/
 """
 
 import logging
@@ -11,15 +11,17 @@ from mathpipe.config import load_section
 from mathpipe.data.prepare import PrepareConfig, resolve_inputs, run_prepare
 from mathpipe.io import write_json
 from mathpipe.models import load_tokenizer
+from mathpipe.prompts import PromptConfig
 
 log = logging.getLogger("stages.prepare")
 
 
 def main() -> None:
     cfg = load_section("prepare", PrepareConfig)
+    prompt = load_section("prompt", PromptConfig, optional=True)
     inputs = resolve_inputs(cfg)
     tokenizer = load_tokenizer(cfg.tokenizer)
-    counts = run_prepare(cfg, tokenizer, inputs)
+    counts = run_prepare(cfg, tokenizer, inputs, prompt.chat_template_kwargs)
     write_json("metrics/prepare.json", counts)
     log.info("wrote %s: %s", cfg.out_dir, counts)
 

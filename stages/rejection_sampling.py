@@ -1,6 +1,6 @@
 """rejection_sampling: best-of-N samples of the SFT model, scored by the reward model and the verifier.
 
-    python -m stages.rejection_sampling    # params: rejection_sampling.*
+    python -m stages.rejection_sampling    # params: rejection_sampling.*, prompt.*
 
 Writes data/rejection/ (samples.jsonl: every sample with its reward and verdict; best.jsonl: the
 selected sample per prompt as an SFT record; pairs_train/val.jsonl: chosen vs rejected, DPO's
@@ -13,6 +13,7 @@ import logging
 from mathpipe.cli import run_stage
 from mathpipe.config import load_section
 from mathpipe.io import write_json
+from mathpipe.prompts import PromptConfig
 from mathpipe.rejection import RejectionConfig, run_rejection_sampling, write_outputs
 
 log = logging.getLogger("stages.rejection_sampling")
@@ -20,7 +21,8 @@ log = logging.getLogger("stages.rejection_sampling")
 
 def main() -> None:
     cfg = load_section("rejection_sampling", RejectionConfig)
-    result = run_rejection_sampling(cfg)
+    prompt = load_section("prompt", PromptConfig, optional=True)
+    result = run_rejection_sampling(cfg, prompt.chat_template_kwargs)
     write_outputs(result, cfg.out_dir)
     write_json("metrics/rejection_sampling.json", result.metrics)
     log.info("wrote %s (%d samples, %d best-of-N records, %d + %d pairs)", cfg.out_dir, len(result.samples),

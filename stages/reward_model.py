@@ -1,6 +1,7 @@
 """reward_model: a Bradley-Terry reward model on the preference pairs (TRL's RewardTrainer).
 
-    python -m stages.reward_model    # params: reward_model.*   output: models/reward/, metrics/reward_model.json
+    python -m stages.reward_model    # params: reward_model.*, prompt.*
+                                     # output: models/reward/, metrics/reward_model.json
 
 A one-logit sequence-classification head over reward_model.model (base or SFT), LoRA or full; with
 LoRA the adapter is merged, so models/reward is a standalone checkpoint. Metrics: pairwise accuracy
@@ -13,6 +14,7 @@ from mathpipe.cli import run_stage
 from mathpipe.config import load_section
 from mathpipe.io import write_json
 from mathpipe.launch import enter_launch, is_main_process
+from mathpipe.prompts import PromptConfig
 from mathpipe.reward import RewardStageConfig, run_reward_model
 
 log = logging.getLogger("stages.reward_model")
@@ -20,8 +22,9 @@ log = logging.getLogger("stages.reward_model")
 
 def main() -> None:
     cfg = load_section("reward_model", RewardStageConfig)
+    prompt = load_section("prompt", PromptConfig, optional=True)
     enter_launch(cfg.launch, "stages.reward_model", "reward_model.launch")
-    summary = run_reward_model(cfg)
+    summary = run_reward_model(cfg, chat_template_kwargs=prompt.chat_template_kwargs)
     if not is_main_process():
         return
     write_json("metrics/reward_model.json", summary)

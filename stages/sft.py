@@ -1,6 +1,6 @@
 """sft: supervised fine-tuning with LoRA (or full) on the prepared chat records, TRL's SFTTrainer.
 
-    python -m stages.sft      # params: sft.*   output: models/sft_adapter/, metrics/sft.json
+    python -m stages.sft      # params: sft.*, prompt.*   output: models/sft_adapter/, metrics/sft.json
 
 Trainer checkpoints live in checkpoints/sft (git-ignored, not a DVC output): re-running after an
 interruption resumes from the last one. Loss curves go to dvclive/sft (dvc plots show).
@@ -12,6 +12,7 @@ from mathpipe.cli import run_stage
 from mathpipe.config import load_section
 from mathpipe.io import write_json
 from mathpipe.launch import enter_launch, is_main_process
+from mathpipe.prompts import PromptConfig
 from mathpipe.sft import SFTStageConfig, run_sft
 
 log = logging.getLogger("stages.sft")
@@ -19,8 +20,9 @@ log = logging.getLogger("stages.sft")
 
 def main() -> None:
     cfg = load_section("sft", SFTStageConfig)
+    prompt = load_section("prompt", PromptConfig, optional=True)
     enter_launch(cfg.launch, "stages.sft", "sft.launch")
-    summary = run_sft(cfg)
+    summary = run_sft(cfg, chat_template_kwargs=prompt.chat_template_kwargs)
     if not is_main_process():
         return
     write_json("metrics/sft.json", summary)

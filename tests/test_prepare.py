@@ -144,6 +144,29 @@ def test_pairs_are_conversational_and_verified(prepared):
             assert not is_equivalent(extract_answer(rejected), pair["answer"])
 
 
+def test_thinking_off_keeps_what_follows_the_thinking(prepared, prepare_config, tmp_path):
+    """prompt.chat_template_kwargs {enable_thinking: false}: the same problems, each target and
+    rejected trace without its thinking block (what a non-thinking model answers), still verified."""
+    _, _, _, files = prepared
+    cfg = prepare_config(tmp_path / "plain")
+    plain = run_prepare(cfg, load_tokenizer(cfg.tokenizer), resolve_inputs(cfg), {"enable_thinking": False})
+    rows = read_jsonl(tmp_path / "plain" / "sft_train.jsonl")
+    assert plain["sft"]["train"] == len(rows)
+    # shorter targets: every problem kept with thinking still fits, and each target is the visible
+    # part of one of that problem's traces
+    assert {r["id"] for r in files["sft_train.jsonl"]} <= {r["id"] for r in rows}
+    traces = openr1_rows(Path(cfg.raw_dir))
+    for row in rows:
+        answer = row["messages"][-1]["content"]
+        assert prompts.THINK_OPEN not in answer and prompts.THINK_CLOSE not in answer
+        assert answer in [prompts.without_thinking(g) for g in traces[row["id"]]["generations"]]
+        assert is_equivalent(extract_answer(answer), row["answer"])
+    for pair in read_jsonl(tmp_path / "plain" / "pairs_train.jsonl"):
+        for side in ("chosen", "rejected"):
+            assert prompts.THINK_CLOSE not in pair[side][0]["content"]
+        assert not is_equivalent(extract_answer(pair["rejected"][0]["content"]), pair["answer"])
+
+
 def test_pairs_per_problem_pairs_every_wrong_trace_once(prepared, prepare_config, sample_dir, tmp_path):
     _, summary, _, files = prepared
     more = prepare(prepare_config(tmp_path / "p", pairs_per_problem=3))

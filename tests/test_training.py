@@ -410,8 +410,11 @@ def test_external_pair_schemas_become_chat_pairs(tmp_path):
     for path, fmt, chosen in ((distilabel, "distilabel", "42"), (step, "math_step_dpo", "Step 1: 6*7=42")):
         (pair,) = read_pairs([path], fmt)
         assert pair["prompt"] == prompts.messages("What is 6 * 7?")
-        assert pair["chosen"] == [{"role": "assistant", "content": chosen}]
-        assert pair["rejected"][0]["role"] == "assistant"
+        # in the form of the SFT records: the solution as the reasoning, its answer boxed
+        assert pair["chosen"] == [{"role": "assistant", "content": prompts.response(chosen, "42")}]
+        assert pair["rejected"][0]["role"] == "assistant" and "\\boxed{43}" in pair["rejected"][0]["content"]
+        (plain,) = read_pairs([path], fmt, thinking=False)  # non-thinking: the solution as it is
+        assert plain["chosen"] == [{"role": "assistant", "content": chosen}]
 
 
 def test_dpo_trains_an_adapter_on_the_policy(tmp_path, tiny_model_dir, prepared):

@@ -11,8 +11,10 @@ Formats:
   "full_chosen", "full_rejected", "answer", "dataset"}; the pair is the full chosen vs full rejected
   solution (the shared first steps are in both).
 
-External questions get the same user turn as everything else (the prompt registry), so a model
-trained on them sees the prompts it is evaluated with.
+External questions get the same user turn as everything else (the prompt registry), and external
+answers the form of the pipeline's own targets (`prompts.assistant_text`: with thinking on, the
+solution is the reasoning and its extracted answer the boxed final line), so a model trained on them
+sees the prompts it is evaluated with and answers as its SFT records do.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import Literal
 
 from mathpipe import prompts
+from mathpipe.answers import extract_answer
 from mathpipe.data.readers import _iter_table_rows
 from mathpipe.errors import DataError
 
@@ -52,9 +55,9 @@ def _turns(row: dict, column: str, path: Path, index: int) -> list[dict]:
     return [{"role": t["role"], "content": t["content"]} for t in value]
 
 
-def convert_pair(row: dict, fmt: str, path: Path, index: int, template: str) -> dict:
+def convert_pair(row: dict, fmt: str, path: Path, index: int, template: str, thinking: bool = True) -> dict:
     def assistant(text: str) -> list[dict]:
-        return [{"role": "assistant", "content": text}]
+        return [{"role": "assistant", "content": prompts.assistant_text(text, thinking, extract_answer(text))}]
 
     if fmt == "trl":
         return {c: _turns(row, c, path, index) for c in ("prompt", "chosen", "rejected")}
@@ -73,18 +76,19 @@ def convert_pair(row: dict, fmt: str, path: Path, index: int, template: str) -> 
     }
 
 
-def iter_pairs(paths: list[Path], fmt: str, template: str = prompts.DEFAULT_TEMPLATE) -> Iterator[dict]:
+def iter_pairs(paths: list[Path], fmt: str, template: str = prompts.DEFAULT_TEMPLATE,
+               thinking: bool = True) -> Iterator[dict]:
     if fmt not in REQUIRED_COLUMNS:
         raise DataError(f"unknown pair format '{fmt}' (known: {', '.join(REQUIRED_COLUMNS)})")
     for path in paths:
         for i, row in enumerate(_iter_table_rows(path, REQUIRED_COLUMNS[fmt])):
-            yield convert_pair(row, fmt, path, i, template)
+            yield convert_pair(row, fmt, path, i, template, thinking)
 
 
 def read_pairs(paths: list[Path], fmt: str, template: str = prompts.DEFAULT_TEMPLATE,
-               limit: int | None = None) -> list[dict]:
+               limit: int | None = None, thinking: bool = True) -> list[dict]:
     rows: list[dict] = []
-    for pair in iter_pairs(paths, fmt, template):
+    for pair in iter_pairs(paths, fmt, template, thinking):
         if limit is not None and len(rows) >= limit:
             break
         rows.append(pair)

@@ -208,7 +208,10 @@ def _finished(row: dict, i: int) -> bool:
 
 
 def _complete(row: dict, i: int) -> bool:
-    return _flag(row["is_reasoning_complete"], i) is not False and prompts.THINK_CLOSE in row["generations"][i]
+    """The thinking block closed and a written answer follows it."""
+    text = row["generations"][i]
+    return (_flag(row["is_reasoning_complete"], i) is not False and prompts.THINK_CLOSE in text
+            and bool(prompts.without_thinking(text)))
 
 
 def _verdicts(row: dict, i: int) -> tuple[bool | None, bool | None]:
@@ -283,13 +286,14 @@ def count_traces(row: dict, counts: Counter) -> None:
 class TokenCounter:
     """Token length of a chat conversation rendered with the base model's chat template."""
 
-    def __init__(self, tokenizer):
+    def __init__(self, tokenizer, chat_template_kwargs: dict | None = None):
         self.tokenizer = tokenizer
+        self.chat_template_kwargs = chat_template_kwargs
 
     def __call__(self, conversations: list[list[dict]]) -> list[int]:
         if not conversations:  # a fast tokenizer fails on an empty batch (a batch without pairs)
             return []
-        texts = [self.tokenizer.apply_chat_template(c, tokenize=False) for c in conversations]
+        texts = [prompts.render(self.tokenizer, c, self.chat_template_kwargs) for c in conversations]
         encoded = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
         return [len(ids) for ids in encoded]
 
@@ -321,9 +325,9 @@ class _Collector:
     """Accumulates kept records by split: the length filter (the shortest fitting target wins), then
     de-duplication (so a copy dropped by a filter does not hide a usable one), then the train-row cap."""
 
-    def __init__(self, cfg: PrepareConfig, tokenizer):
+    def __init__(self, cfg: PrepareConfig, tokenizer, chat_template_kwargs: dict | None = None):
         self.cfg = cfg
-        self.count_tokens = TokenCounter(tokenizer)
+        self.count_tokens = TokenCounter(tokenizer, chat_template_kwargs)
         self.sft: dict[str, list[dict]] = {"train": [], "val": []}
         self.pairs: dict[str, list[dict]] = {"train": [], "val": []}
         self.pair_counts: Counter = Counter()
@@ -368,11 +372,15 @@ class _Collector:
                 self.pairs[split].append(pair_record(rid, c.problem, c.answer, c.targets[chosen], text, template))
 
 
-def run_prepare(cfg: PrepareConfig, tokenizer, inputs: Inputs) -> dict:
-    """Write all outputs of prepare into cfg.out_dir (atomically) and return the counts."""
+def run_prepare(cfg: PrepareConfig, tokenizer, inputs: Inputs, chat_template_kwargs: dict | None = None) -> dict:
+    """Write all outputs of prepare into cfg.out_dir (atomically) and return the counts.
+
+    With thinking off (`chat_template_kwargs`), the targets and rejected traces keep only what
+    follows the thinking, as a non-thinking model answers."""
+    thinking = prompts.thinking(chat_template_kwargs)
     # The benchmarks first: they are small, and a bad one should stop the stage before the shards.
     eval_sets = {name: eval_rows(name, getattr(inputs, key)) for name, key in EVAL_FILES.items()}
-    kept = _Collector(cfg, tokenizer)
+    kept = _Collector(cfg, tokenizer, chat_template_kwargs)
     counts: dict[str, Counter] = {"openr1": Counter(), "gsm8k_train": Counter()}
     traces: Counter = Counter()
 
@@ -389,7 +397,7 @@ def run_prepare(cfg: PrepareConfig, tokenizer, inputs: Inputs) -> dict:
                 count_traces(row, traces)
                 usable = filter_openr1_row(row, cfg.filters, c)
                 if usable is not None:
-                    candidates.append(openr1_candidate(row, usable, cfg))
+                    candidates.append(openr1_candidate(row, usable, cfg, thinking))
             kept.add(candidates, c)
             if kept.full():
                 break
@@ -401,7 +409,7 @@ def run_prepare(cfg: PrepareConfig, tokenizer, inputs: Inputs) -> dict:
             c["read"] += 1
             reasoning, answer = gsm8k_reasoning(row["answer"])
             candidates.append(Candidate(f"gsm8k-train-{i}", "gsm8k", row["question"], answer,
-                                        [prompts.response(reasoning, answer)]))
+                                        [prompts.response(reasoning, answer, thinking)]))
         for chunk in _batched(iter(candidates), cfg.batch_size):
             kept.add(chunk, c)
 
@@ -429,15 +437,22 @@ def run_prepare(cfg: PrepareConfig, tokenizer, inputs: Inputs) -> dict:
     return summary
 
 
-def openr1_candidate(row: dict, usable: list[int], cfg: PrepareConfig) -> Candidate:
+def _visible(trace: str, thinking: bool) -> str:
+    """An R1 trace as a target: whole with thinking on (even unfinished, if the filters let it
+    through), what follows its thinking with thinking off."""
+    return trace if thinking else prompts.without_thinking(trace)
+
+
+def openr1_candidate(row: dict, usable: list[int], cfg: PrepareConfig, thinking: bool = True) -> Candidate:
     """A kept OpenR1 row: its usable correct traces (or the reference solution) as targets, and up to
     cfg.pairs_per_problem incorrect traces to pair against them."""
     answer = row["answer"] or ""
     if cfg.trace == "generation":
-        targets = [row["generations"][i] for i in usable]
+        targets = [_visible(row["generations"][i], thinking) for i in usable]
     else:
-        targets = [prompts.response(row["solution"] or "", answer)]
-    return Candidate(row["uuid"], "openr1", row["problem"], answer, targets, rejected_traces(row))
+        targets = [prompts.response(row["solution"] or "", answer, thinking)]
+    rejected = [_visible(text, thinking) for text in rejected_traces(row)]
+    return Candidate(row["uuid"], "openr1", row["problem"], answer, targets, rejected)
 
 
 _CALCULATOR = re.compile(r"<<[^<>]*>>")
