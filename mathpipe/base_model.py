@@ -133,8 +133,14 @@ def build_base_model(cfg: BaseModelConfig) -> dict:
 
 
 def _download(spec: HubModel, out: Path) -> None:
-    download(spec.model_id, spec.revision, "base_model.hub", local_dir=out, allow_patterns=HUB_PATTERNS)
-    shutil.rmtree(out / ".cache", ignore_errors=True)
+    # Through the shared Hub cache, then copied: snapshot_download with local_dir never looks in the
+    # cache, so an offline run (HF_HUB_OFFLINE=1) with the model already cached would fail.
+    snapshot = download(spec.model_id, spec.revision, "base_model.hub", allow_patterns=HUB_PATTERNS)
+    for path in sorted(snapshot.rglob("*")):
+        if path.is_file():  # the cache's links resolved: models/base holds the files themselves
+            target = out / path.relative_to(snapshot)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target)
 
 
 def describe(folder: Path, trust_remote_code: bool = False) -> dict:
