@@ -25,7 +25,7 @@ export HF_HUB_DISABLE_TELEMETRY ?= 1
 
 PROFILE ?=
 
-.PHONY: help setup run dry-run lint test test-full bench bench-generation bench-cache bench-stages metrics diff plots report status lock clean distclean
+.PHONY: help setup run rehearse dry-run lint test test-full bench bench-generation bench-cache bench-stages metrics diff plots report status lock clean distclean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -53,6 +53,9 @@ ifeq ($(PROFILE),)
 else
 	$(BIN)/python -m mathpipe.profile run $(PROFILE)
 endif
+
+rehearse: setup  ## the qwen3 profile's code path on CPU: a Qwen3-0.6B-shaped model from a local Hub cache -> metrics/bench/rehearsal.json
+	$(BIN)/python -m mathpipe.rehearsal run
 
 dry-run: setup  ## check params (and PROFILE=<name>) offline: keys, model shape, data schemas, memory estimate
 	$(BIN)/python -m mathpipe.dry_run $(PROFILE)

@@ -1,0 +1,120 @@
+"""The rehearsal's local Hub cache (mathpipe/rehearsal.py): what the real profile's code path reads."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mathpipe import rehearsal
+from mathpipe.io import read_json
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("rehearsal") / "hub"
+    rehearsal.build(out, layers=1, problems=12, shared_data=ROOT.parent / "shared" / "data")
+    return out
+
+
+@pytest.fixture
+def offline_hub(cache, monkeypatch):
+    """huggingface_hub pointed at the rehearsal cache, offline (what `make rehearse` sets in the env)."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    return cache
+
+
+def test_the_cache_is_laid_out_as_huggingface_hub_lays_it_out(cache):
+    from huggingface_hub import snapshot_download
+
+    for repo, kind in ((rehearsal.MODEL_REPO, "model"), (rehearsal.DATA_REPO, "dataset")):
+        folder = Path(snapshot_download(repo, repo_type=kind, revision=rehearsal.REVISION, cache_dir=cache,
+                                        local_files_only=True))
+        assert folder.parent.name == "snapshots" and folder.name == rehearsal.REVISION
+        assert (folder.parent.parent / "refs" / "main").read_text() == rehearsal.REVISION
+        for path in (p for p in folder.rglob("*") if not p.is_dir()):
+            assert path.is_symlink() and path.resolve().parent.name == "blobs"
+
+
+def test_a_cached_hub_model_loads_offline_through_base_model(offline_hub, tmp_path):
+    """snapshot_download with local_dir never looks in the cache: base_model offline with the model
+    cached failed until it downloaded through the cache."""
+    from mathpipe.base_model import BaseModelConfig, HubModel, build_base_model
+
+    cfg = BaseModelConfig(source="hub", hub=HubModel(rehearsal.MODEL_REPO, rehearsal.REVISION),
+                          out_dir=str(tmp_path / "base"))
+    summary = build_base_model(cfg)
+    assert summary["model_id"] == rehearsal.MODEL_REPO and summary["revision"] == rehearsal.REVISION
+    assert summary["layers"] == 1 and summary["vocab_size"] == 151669 and summary["tie_word_embeddings"]
+    assert not any(p.is_symlink() for p in (tmp_path / "base").iterdir())  # real files, for DVC
+
+
+def test_the_model_has_qwen3_0_6bs_shape_in_bf16(cache):
+    from safetensors import safe_open
+    from transformers import AutoTokenizer
+
+    from mathpipe import prompts
+
+    snapshot = rehearsal.repo_folder(cache, rehearsal.MODEL_REPO, "model") / "snapshots" / rehearsal.REVISION
+    config, real = read_json(snapshot / "config.json"), read_json(ROOT / "profiles/qwen3-0.6b.config.json")
+    for key in ("hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads", "head_dim",
+                "vocab_size", "max_position_embeddings", "tie_word_embeddings", "rope_theta", "rms_norm_eps"):
+        assert config.get(key, config.get("rope_parameters", {}).get(key)) == real[key], key
+    assert config["num_hidden_layers"] == 1
+    with safe_open(snapshot / "model.safetensors", "pt") as f:
+        assert {str(f.get_slice(k).get_dtype()) for k in f.keys()} == {"BF16"}
+    tok = AutoTokenizer.from_pretrained(snapshot)
+    ids = dict(zip(rehearsal.QWEN3_ADDED, range(151643, 151669)))
+    assert {t: tok.convert_tokens_to_ids(t) for t in ids} == ids and len(tok) == 151669
+    assert tok.eos_token == "<|im_end|>" and tok.pad_token == "<|endoftext|>"
+    assert tok.decode(tok("<think>\n1 + 1\n</think>")["input_ids"]) == "<think>\n1 + 1\n</think>"
+    off = prompts.render_prompt(tok, "1 + 1?", chat_template_kwargs={"enable_thinking": False})
+    assert off.endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n")  # Qwen3's own template
+
+
+def test_traces_are_r1_length_with_the_real_datas_gaps(cache):
+    from transformers import AutoTokenizer
+
+    from mathpipe.data import readers
+
+    model = rehearsal.repo_folder(cache, rehearsal.MODEL_REPO, "model") / "snapshots" / rehearsal.REVISION
+    data = rehearsal.repo_folder(cache, rehearsal.DATA_REPO, "dataset") / "snapshots" / rehearsal.REVISION
+    rows = list(readers.iter_openr1(readers.expand_paths("openr1/*.parquet", data)))  # the schema is checked
+    tok = AutoTokenizer.from_pretrained(model)
+    lengths = sorted(len(tok(g)["input_ids"]) for r in rows for g in r["generations"])
+    assert lengths[0] > 1000 and lengths[len(lengths) // 2] > 2000
+    traces = [(g, (r["finish_reasons"] or [None] * 4)[i]) for r in rows for i, g in enumerate(r["generations"])]
+    assert any("</think>" not in g for g, _ in traces)  # cut off inside the thinking
+    assert any(r["correctness_llama"] is None for r in rows) and any(r["finish_reasons"] is None for r in rows)
+    for name in ("gsm8k/test.jsonl", "cmath/test.jsonl", "math500/test.jsonl"):  # the real files, as they are
+        assert (data / name).read_bytes() == (ROOT.parent / "shared/data" / name).read_bytes()
+
+
+def test_the_rehearsal_profile_pins_the_cache_revision():
+    import yaml
+
+    profile = yaml.safe_load((ROOT / "profiles/qwen3-rehearsal.yaml").read_text())
+    assert profile["base_model"]["hub"] == {"model_id": rehearsal.MODEL_REPO, "revision": rehearsal.REVISION}
+    assert {s["repo"] for s in profile["prepare"]["hub"].values()} == {rehearsal.DATA_REPO}
+    assert {s["revision"] for s in profile["prepare"]["hub"].values()} == {rehearsal.REVISION}
+
+
+def test_each_stage_process_records_its_time_and_memory(tmp_path):
+    figures = tmp_path / "figures.jsonl"
+    env = {**os.environ, "MATHPIPE_STAGE_FIGURES": str(figures), "PYTHONPATH": str(ROOT)}
+    (tmp_path / "params.yaml").write_text("evaluate: {models: [base]}\n")
+    result = subprocess.run([sys.executable, "-m", "stages.evaluate", "--model", "nope"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True)
+    assert result.returncode == 2, result.stderr
+    (record,) = [json.loads(line) for line in figures.read_text().splitlines()]
+    assert record["stage"] == "evaluate --model nope" and record["exit_status"] == 2
+    assert record["seconds"] >= 0 and record["peak_rss_mib"] > 50
