@@ -219,20 +219,26 @@ def estimate(configs: dict, cfg, causal, settings: DryRunSettings) -> list[str]:
         trainable = lora_parameters(causal, c.lora) if c.lora.enabled else params
         batch = c.train.batch_size * sequences_per_example * (2 if name == "dpo" else 1)  # + the reference pass
         length = c.train.max_length
-        weights = params * 2 + trainable * 16  # bf16 weights; trainable: bf16 + grad + fp32 Adam m, v, master
+        width = 4 if c.train.dtype == "float32" else 2  # bytes per value: fp32 (a CPU run) or bf16
+        weights = params * width + trainable * 16  # trainable: weight + grad + fp32 Adam m, v, master
         checkpointed = c.train.gradient_checkpointing
-        activations = batch * length * hidden * 2 * ((layers + 16) if checkpointed else 34 * layers)
-        logits = 0 if name == "reward_model" else batch * length * vocab * 6  # bf16 logits + fp32 loss copy
+        activations = batch * length * hidden * width * ((layers + 16) if checkpointed else 34 * layers)
+        logits = 0 if name == "reward_model" else batch * length * vocab * (width + 4)  # logits + fp32 loss copy
         return (weights + activations + logits) / GIB, trainable
 
     records = configs["prepare"].max_train_rows or 94_000
     mean_tokens = (configs["prepare"].filters.max_tokens or 4096) * MEAN_TRAIN_TOKENS_FRACTION
     dpo_pairs = configs["dpo"].max_train_samples or configs["rejection_sampling"].max_prompts or records
-    for name, per_example, examples in (("sft", 1, records),
+    for name, per_example, examples in (("sft", 1, configs["sft"].max_train_samples or records),
                                         ("reward_model", 2, configs["reward_model"].max_train_samples or records),
                                         ("dpo", 2, dpo_pairs)):
         memory, trainable = train_memory(name, per_example)
-        tokens = examples * per_example * mean_tokens * configs[name].train.epochs
+        train = configs[name].train
+        if train.max_steps > 0:  # max_steps overrides epochs
+            examples = train.max_steps * train.batch_size * train.grad_accumulation * gpus
+        else:
+            examples *= train.epochs
+        tokens = examples * per_example * mean_tokens
         flops = 6 * params * tokens * (4 / 3 if configs[name].train.gradient_checkpointing else 1)
         if name == "dpo":
             flops *= 4 / 3  # the reference model's forward pass
@@ -250,7 +256,8 @@ def estimate(configs: dict, cfg, causal, settings: DryRunSettings) -> list[str]:
                 f"of KV cache each; {samples:,} samples, ~{gen_tokens / 1e6:.0f} M tokens, "
                 f"~{gen_tokens / (DECODE_TOKENS_PER_SECOND * engines * tp) / 60:.0f} min")
     ev = configs["evaluate"]
-    eval_tokens = (1319 + 1098 + 500) * ev.generation.n * ev.generation.max_new_tokens * 0.5
+    questions = sum(min(n, ev.max_samples or n) for n in (1319, 1098, 500))
+    eval_tokens = questions * ev.generation.n * ev.generation.max_new_tokens * 0.5
     gpus_per_eval = ev.engine.data_parallel_size * ev.engine.tensor_parallel_size
     rows.append(f"evaluate: ~{eval_tokens / 1e6:.1f} M tokens per model "
                 f"(GSM8K, CMATH, MATH-500; {ev.generation.n} answers per question), "

@@ -38,8 +38,17 @@ log = logging.getLogger(__name__)
 
 MODEL_REPO = "mathpipe-rehearsal/Qwen3-0.6B-shaped"
 DATA_REPO = "mathpipe-rehearsal/math-data"
-# The build's version, pinned like a Hub commit: profiles/qwen3-rehearsal.yaml names it.
-REVISION = hashlib.sha1(b"mathpipe rehearsal build 1").hexdigest()
+BUILD_VERSION = 2  # raise when the build writes something else for the same settings
+
+
+def revision(layers: int = 2, problems: int = 64, seed: int = 0, min_chars: int = 3000, max_chars: int = 9000) -> str:
+    """The commit a build is cached under, from its settings: another build is another revision, so
+    DVC (which tracks Hub inputs by their pinned revision) re-runs what reads it."""
+    key = f"mathpipe rehearsal {BUILD_VERSION}: {layers} {problems} {seed} {min_chars} {max_chars}"
+    return hashlib.sha1(key.encode()).hexdigest()
+
+
+REVISION = revision()  # the default build: profiles/qwen3-rehearsal.yaml pins it
 QWEN3_CONFIG = Path(__file__).resolve().parent.parent / "profiles" / "qwen3-0.6b.config.json"
 SHARED_DATA = Path("../shared/data")
 DEFAULT_CACHE = Path(".rehearsal/hub")
@@ -61,11 +70,11 @@ def repo_folder(cache: Path, repo_id: str, repo_type: str) -> Path:
     return cache / f"{repo_type}s--{repo_id.replace('/', '--')}"
 
 
-def write_snapshot(cache: Path, repo_id: str, repo_type: str, files: dict[str, Path]) -> Path:
+def write_snapshot(cache: Path, repo_id: str, repo_type: str, files: dict[str, Path], commit: str) -> Path:
     """`files` (path in the repository -> local file) as huggingface_hub caches a snapshot: each file a
-    blob named by its hash, linked from snapshots/<REVISION>/, and refs/main naming the revision."""
+    blob named by its hash, linked from snapshots/<commit>/, and refs/main naming the commit."""
     root = repo_folder(cache, repo_id, repo_type)
-    snapshot = root / "snapshots" / REVISION
+    snapshot = root / "snapshots" / commit
     if snapshot.exists():
         shutil.rmtree(snapshot)
     (root / "blobs").mkdir(parents=True, exist_ok=True)
@@ -78,7 +87,7 @@ def write_snapshot(cache: Path, repo_id: str, repo_type: str, files: dict[str, P
         link.parent.mkdir(parents=True, exist_ok=True)
         link.symlink_to(os.path.relpath(blob, link.parent))
     (root / "refs").mkdir(exist_ok=True)
-    (root / "refs" / "main").write_text(REVISION)
+    (root / "refs" / "main").write_text(commit)
     return snapshot
 
 
@@ -181,7 +190,7 @@ def write_openr1_shards(sample_dir: Path, out_dir: Path, seed: int, min_chars: i
 
 
 def build(cache: Path, layers: int = 2, problems: int = 64, seed: int = 0, shared_data: Path = SHARED_DATA,
-          min_chars: int = 4000, max_chars: int = 12000) -> dict:
+          min_chars: int = 3000, max_chars: int = 9000) -> dict:
     """Write the model and data repositories into `cache`; returns what was written."""
     from mathpipe.base_model import corpus_texts
     from mathpipe.data.sample import SampleConfig, write_sample_data
@@ -191,19 +200,19 @@ def build(cache: Path, layers: int = 2, problems: int = 64, seed: int = 0, share
     missing = [str(p) for p in tests.values() if not p.is_file()]
     if missing:
         raise DataError(f"the rehearsal evaluates on the real test files, not found: {', '.join(missing)}")
-    cache = Path(cache)
+    cache, commit = Path(cache), revision(layers, problems, seed, min_chars, max_chars)
     with tempfile.TemporaryDirectory(prefix="rehearsal-") as tmp:
         tmp = Path(tmp)
         write_sample_data(tmp / "sample", SampleConfig(seed=seed, n_train=problems, n_gsm8k_train=8,
                                                       n_gsm8k_test=8, n_cmath_test=8, n_math_test=8, shards=2))
         shards = write_openr1_shards(tmp / "sample", tmp / "data" / "openr1", seed, min_chars, max_chars)
         data = write_snapshot(cache, DATA_REPO, "dataset",
-                              {f"openr1/{p.name}": p for p in shards} | tests)
+                              {f"openr1/{p.name}": p for p in shards} | tests, commit)
         (tmp / "model").mkdir()
         write_model(tmp / "model", corpus_texts(tmp / "sample"), layers, seed)
-        model = write_snapshot(cache, MODEL_REPO, "model", {p.name: p for p in (tmp / "model").iterdir()})
-    log.info("rehearsal cache %s: %s and %s at %s", cache, MODEL_REPO, DATA_REPO, REVISION)
-    return {"cache": str(cache), "revision": REVISION, "model": str(model), "data": str(data), "layers": layers}
+        model = write_snapshot(cache, MODEL_REPO, "model", {p.name: p for p in (tmp / "model").iterdir()}, commit)
+    log.info("rehearsal cache %s: %s and %s at %s", cache, MODEL_REPO, DATA_REPO, commit)
+    return {"cache": str(cache), "revision": commit, "model": str(model), "data": str(data), "layers": layers}
 
 
 # --- running it ------------------------------------------------------------------------------------
