@@ -1,6 +1,7 @@
 """Exact-answer evaluation by generation: prompts from the registry, answers from the checker.
 
     result = evaluate(generator, rows, settings, template="boxed")
+    results = evaluate_benchmarks(generator, {"gsm8k": rows, "cmath": more_rows}, settings, "boxed")
     result.metrics   # {"accuracy": 0.62, "n": 200, "correct": 124, "ci95_low": ..., ...}
     result.predictions   # one dict per question and sample: question, gold, output, extracted, correct
 
@@ -61,15 +62,24 @@ def evaluate(generator: Generator, rows: list[dict], settings: GenerationSetting
              chat_template_kwargs: dict | None = None) -> EvalResult:
     """rows: {"id", "question", "gold"} as written by prepare. settings.n > 1 samples n answers per
     question and reports avg@n (`accuracy`), maj@n and pass@n; n = 1 is plain accuracy."""
+    return evaluate_benchmarks(generator, {"": rows}, settings, template, chat_template_kwargs)[""]
+
+
+def evaluate_benchmarks(generator: Generator, benchmarks: dict[str, list[dict]], settings: GenerationSettings,
+                        template: str, chat_template_kwargs: dict | None = None) -> dict[str, EvalResult]:
+    """`evaluate` for several benchmarks (name -> rows) in one generate call: the engine batches every
+    question at once, which decodes faster than one benchmark after another (1.35x on CPU with 12
+    sequences instead of 4), and no benchmark waits on another's longest answer."""
+    names = [name for name, rows in benchmarks.items() for _ in rows]
+    rows = [row for rows in benchmarks.values() for row in rows]
     rendered = [prompts.render_prompt(generator.tokenizer, r["question"], template, chat_template_kwargs) for r in rows]
-    outputs = generator.generate(rendered, settings)
-    predictions, groups = [], []
-    for row, prompt, completions in zip(rows, rendered, outputs):
-        group = [_prediction(row, k, completion, answers.opens_thinking(prompt))
-                 for k, completion in enumerate(completions)]
-        predictions += group
-        groups.append(group)
-    return EvalResult(metrics=score(groups), predictions=predictions)
+    outputs = generator.generate(rendered, settings) if rows else []
+    groups: dict[str, list[list[dict]]] = {name: [] for name in benchmarks}
+    for name, row, prompt, completions in zip(names, rows, rendered, outputs):
+        groups[name].append([_prediction(row, k, completion, answers.opens_thinking(prompt))
+                             for k, completion in enumerate(completions)])
+    return {name: EvalResult(metrics=score(g), predictions=[p for group in g for p in group])
+            for name, g in groups.items()}
 
 
 def _prediction(row: dict, sample: int, completion, thinking_opened: bool) -> dict:

@@ -6,7 +6,8 @@
 Reads models/<model>/ and data/prepared/eval/<benchmark>.jsonl; writes the per-sample predictions to
 data/predictions/<model>/<benchmark>.jsonl and metrics/eval/<model>/<benchmark>.json (accuracy,
 n, correct, 95% Wilson interval and the config that produced them). dvc.yaml runs it once per
-model: the model is loaded (and the engine started) once for all benchmarks.
+model: the model is loaded (and the engine started) once, and every benchmark's questions are
+generated in one batch.
 """
 
 import argparse
@@ -17,7 +18,7 @@ from mathpipe import prompts
 from mathpipe.cli import run_stage
 from mathpipe.config import from_dict, load_params, load_section
 from mathpipe.errors import ConfigError, DataError
-from mathpipe.evaluation import EvaluateConfig, evaluate
+from mathpipe.evaluation import EvaluateConfig, evaluate_benchmarks
 from mathpipe.generation import make_generator
 from mathpipe.io import read_jsonl, write_json, write_jsonl
 from mathpipe.models import read_origin, require_model_dir
@@ -51,8 +52,7 @@ def main() -> None:
 
     generator = make_generator(str(model_dir), cfg.engine)
     try:
-        results = {name: evaluate(generator, rows, cfg.generation, cfg.template, kwargs)
-                   for name, rows in benchmarks.items()}
+        results = evaluate_benchmarks(generator, benchmarks, cfg.generation, cfg.template, kwargs)
     finally:
         generator.close()
     origin = read_origin(model_dir)

@@ -299,6 +299,33 @@ def test_evaluate_metrics_from_scripted_outputs(tiny_tokenizer):
     assert all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in m.values())
 
 
+def test_benchmarks_are_generated_in_one_call_and_scored_apart(tiny_tokenizer):
+    from mathpipe.evaluation import evaluate_benchmarks
+
+    def rows(prefix, n):
+        return [{"id": f"{prefix}{i}", "question": f"{prefix}: what is {i} + 1?", "gold": str(i + 1)} for i in range(n)]
+
+    benchmarks = {"gsm8k": rows("g", 3), "cmath": rows("c", 2)}
+    completions = [Completion(f"\\boxed{{{answer}}}", 3, "stop") for answer in (1, 2, 9, 1, 5)]
+    calls = []
+
+    class CountingGenerator(ScriptedGenerator):
+        def generate(self, prompt_texts, settings):
+            calls.append(len(prompt_texts))
+            return super().generate(prompt_texts, settings)
+
+    results = evaluate_benchmarks(CountingGenerator(tiny_tokenizer, completions), benchmarks, GenerationSettings(),
+                                  template="boxed")
+    assert calls == [5] and list(results) == ["gsm8k", "cmath"]
+    assert [p["id"] for p in results["gsm8k"].predictions] == ["g0", "g1", "g2"]
+    assert [p["id"] for p in results["cmath"].predictions] == ["c0", "c1"]
+    assert (results["gsm8k"].metrics["correct"], results["gsm8k"].metrics["n"]) == (2, 3)
+    assert (results["cmath"].metrics["correct"], results["cmath"].metrics["n"]) == (1, 2)
+    alone = evaluate(ScriptedGenerator(tiny_tokenizer, completions[3:]), benchmarks["cmath"], GenerationSettings(),
+                     template="boxed")
+    assert alone.metrics == results["cmath"].metrics
+
+
 class GroupedGenerator(ScriptedGenerator):
     """n scripted completions per prompt."""
 
