@@ -131,3 +131,15 @@ def prepare_config(sample_dir, tiny_model_dir):
         return from_dict(PrepareConfig, raw, "prepare")
 
     return make
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory, prepare_config):
+    """prepare's outputs (SFT records, pairs, eval sets) from the sample, for the training tests."""
+    from mathpipe.data.prepare import resolve_inputs, run_prepare
+    from mathpipe.models import load_tokenizer
+
+    out = tmp_path_factory.mktemp("prepared") / "data"
+    cfg = prepare_config(out)
+    run_prepare(cfg, load_tokenizer(cfg.tokenizer), resolve_inputs(cfg))
+    return out

@@ -22,17 +22,6 @@ PAIR_TRAIN = {**TRAIN, "group_by_length": False, "max_length": 512}  # prepare k
 LORA = {"r": 4, "alpha": 8}
 
 
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory, prepare_config):
-    from mathpipe.data.prepare import resolve_inputs, run_prepare
-    from mathpipe.models import load_tokenizer
-
-    out = tmp_path_factory.mktemp("prepared") / "data"
-    cfg = prepare_config(out)
-    run_prepare(cfg, load_tokenizer(cfg.tokenizer), resolve_inputs(cfg))
-    return out
-
-
 def sft_config(tmp: Path, model: Path, prepared: Path, **overrides):
     from mathpipe.sft import SFTStageConfig
 

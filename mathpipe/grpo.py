@@ -1,0 +1,184 @@
+"""Group relative policy optimisation with TRL's GRPOTrainer: online RL whose reward is the answer checker.
+
+    cfg = from_dict(GRPOStageConfig, params["grpo"], "grpo")
+    summary = run_grpo(cfg)    # writes cfg.out_dir (the adapter), returns training figures
+
+Each step samples `num_generations` completions per prompt from the policy, scores them with the
+rewards of mathpipe.rewards (accuracy against the gold answer, format, overlong shaping) and moves the
+policy towards the completions that beat their group's mean. `grpo.train` holds GRPOConfig's own
+arguments, verbatim (mathpipe.trl_args): a TRL user's `num_generations`, `beta`, `loss_type`,
+`scale_rewards`, `use_vllm`, ... work as TRL documents them. With LoRA and beta > 0, the reference
+policy is the same network with the adapter switched off.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from mathpipe import answers, prompts, training
+from mathpipe.config import check
+from mathpipe.errors import ConfigError, DataError
+from mathpipe.io import read_jsonl
+from mathpipe.launch import LaunchSettings
+from mathpipe.rewards import RewardSettings, reward_functions
+from mathpipe.training import LoraSettings
+
+log = logging.getLogger(__name__)
+
+@dataclass
+class GRPOStageConfig:
+    model: str = "models/sft"
+    prompts_file: str = "data/prepared/sft_train.jsonl"  # problems with their gold answers
+    max_prompts: int | None = None  # a seeded random subset (null: every prompt)
+    prompt_seed: int = 0
+    template: str = prompts.DEFAULT_TEMPLATE
+    out_dir: str = "models/grpo_adapter"
+    checkpoint_dir: str = "checkpoints/grpo"
+    live_dir: str = "dvclive/grpo"
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
+    trust_remote_code: bool = False
+    rewards: RewardSettings = field(default_factory=RewardSettings)
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    train: dict[str, Any] = field(default_factory=dict)  # GRPOConfig's arguments, in TRL's names
+    launch: LaunchSettings = field(default_factory=LaunchSettings)
+
+    def validate(self, prefix: str) -> None:
+        if self.max_prompts is not None:
+            check(self.max_prompts > 0, f"{prefix}.max_prompts", f"must be > 0 or null, got {self.max_prompts}")
+        prompts.instruction(self.template)
+        group = self.train.get("num_generations", 8)
+        check(isinstance(group, int) and group >= 2, f"{prefix}.train.num_generations",
+              f"must be an integer >= 2 (GRPO compares completions within a group), got {group!r}")
+        beta = self.train.get("beta", 0.0)
+        check(isinstance(beta, (int, float)) and beta >= 0, f"{prefix}.train.beta",
+              f"the KL coefficient must be >= 0, got {beta!r}")
+
+
+def load_prompts(cfg: GRPOStageConfig) -> list[dict]:
+    """TRL's conversational prompt rows, each with its gold `answer` (the accuracy reward reads it)."""
+    # The same seeded subset as rejection sampling's (mathpipe.rejection.load_prompt_rows): one helper
+    # for both when the grpo stage joins dvc.yaml and the lock is re-run anyway.
+    rows = read_jsonl(cfg.prompts_file, required=("id", "problem", "answer"))
+    if not rows:
+        raise DataError(f"{cfg.prompts_file}: no prompts to train on (the file is empty)")
+    if cfg.max_prompts is not None and cfg.max_prompts < len(rows):
+        keep = sorted(random.Random(cfg.prompt_seed).sample(range(len(rows)), cfg.max_prompts))
+        rows = [rows[i] for i in keep]
+    return [{"prompt": prompts.messages(r["problem"], cfg.template), "answer": r["answer"], "id": r["id"]}
+            for r in rows]
+
+
+def check_completion_length(model_dir: Path, max_completion_length: int, prefix: str, trust_remote_code: bool) -> None:
+    """Before the weights load: a completion budget the model cannot hold is a parameter error."""
+    from transformers import AutoConfig
+
+    limit = getattr(AutoConfig.from_pretrained(model_dir, trust_remote_code=trust_remote_code),
+                    "max_position_embeddings", None)
+    if limit is not None and max_completion_length >= limit:
+        raise ConfigError(f"{prefix}.train.max_completion_length: {max_completion_length} tokens leave no room for "
+                          f"the prompt in {model_dir}'s {limit} positions (max_position_embeddings)")
+
+
+def grpo_args(cfg: GRPOStageConfig, device: str, weights: list[float], chat_template_kwargs: dict | None,
+              prefix: str):
+    import torch
+    from trl import GRPOConfig
+
+    from mathpipe.models import resolve_dtype
+    from mathpipe.trl_args import trl_config
+
+    owned = dict(output_dir=cfg.checkpoint_dir, report_to=[], use_cpu=device == "cpu",
+                 bf16=resolve_dtype(cfg.dtype, device) == torch.bfloat16, fp16=False, reward_weights=weights,
+                 chat_template_kwargs=dict(chat_template_kwargs or {}) or None, disable_tqdm=False)
+    # Where TRL's defaults do not suit one CPU process: no worker processes, checkpoints to resume from.
+    defaults = dict(dataloader_num_workers=0, save_strategy="steps", save_total_limit=2, logging_steps=1,
+                    ddp_find_unused_parameters=False)
+    return trl_config(GRPOConfig, cfg.train, f"{prefix}.train", owned, defaults)
+
+
+def group_statistics(log_history: list[dict]) -> dict:
+    """Training figures from GRPOTrainer's logs: first and last reward, the share of groups whose
+    completions all got the same reward (they teach nothing), completion length."""
+    logs = [h for h in log_history if "reward" in h]
+    if not logs:
+        return {}
+
+    def mean(key: str):
+        values = [h[key] for h in logs if key in h]
+        return sum(values) / len(values) if values else None
+
+    return {
+        "reward_first": logs[0]["reward"],
+        "reward_last": logs[-1]["reward"],
+        "reward_mean": mean("reward"),
+        "uniform_group_fraction": mean("frac_reward_zero_std"),
+        "completion_length_mean": mean("completions/mean_length"),
+        "truncated_fraction": mean("completions/clipped_ratio"),
+    }
+
+
+def run_grpo(cfg: GRPOStageConfig, prefix: str = "grpo", chat_template_kwargs: dict | None = None,
+             callbacks: list | None = None) -> dict:
+    from trl import GRPOTrainer
+
+    from mathpipe.models import load_causal_lm, load_tokenizer, read_origin, require_model_dir
+
+    model_dir = require_model_dir(cfg.model)
+    rows = load_prompts(cfg)
+    tokenizer = load_tokenizer(model_dir, trust_remote_code=cfg.trust_remote_code, padding_side="left")
+    device = training.training_device()
+    end_ids = {tokenizer.eos_token_id, tokenizer.pad_token_id} - {None}
+    thinking_opened = answers.opens_thinking(prompts.render_prompt(tokenizer, "?", cfg.template, chat_template_kwargs))
+    args = grpo_args(cfg, device, [float(w) for w in cfg.rewards.weights.values()], chat_template_kwargs, prefix)
+    check_completion_length(model_dir, args.max_completion_length, prefix, cfg.trust_remote_code)
+    funcs, _ = reward_functions(cfg.rewards, args.max_completion_length, end_ids, thinking_opened)
+
+    model = load_causal_lm(model_dir, dtype=cfg.dtype, device=device, trust_remote_code=cfg.trust_remote_code)
+    model.train()
+    peft_config = training.lora_config(model, cfg.lora, f"{prefix}.lora")
+    code = training.code_digest(__file__, training.__file__, Path(__file__).with_name("rewards.py"))
+    fingerprint = training.run_fingerprint(cfg, code, read_origin(model_dir), rows, chat_template_kwargs or {})
+    resume = training.prepare_checkpoints_everywhere(Path(cfg.checkpoint_dir), fingerprint)
+
+    from datasets import Dataset
+
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=funcs,
+        args=args,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=training.training_callbacks(cfg.live_dir, resume=resume is not None) + list(callbacks or []),
+    )
+    trainable, total = training.count_parameters(trainer.model)
+    log.info("GRPO on %d prompts, %d completions each, rewards %s, %d of %d parameters trained",
+             len(rows), args.num_generations, cfg.rewards.weights, trainable, total)
+    started = time.perf_counter()
+    trainer.train(resume_from_checkpoint=resume)
+    seconds = time.perf_counter() - started
+
+    training.save_trained(trainer, tokenizer, cfg.out_dir)
+    if training.is_main_process():
+        training.clear_checkpoints(Path(cfg.checkpoint_dir))
+    return {
+        "method": "lora" if peft_config else "full",
+        "prompts": len(rows),
+        "num_generations": args.num_generations,
+        "max_completion_length": args.max_completion_length,
+        "beta": args.beta,
+        "loss_type": args.loss_type,
+        "rewards": dict(cfg.rewards.weights),
+        "steps": trainer.state.global_step,
+        "trainable_parameters": trainable,
+        "total_parameters": total,
+        "train_seconds": round(seconds, 2),
+        "processes": training.distributed_state().num_processes,
+        "resumed_from": Path(resume).name if resume else None,
+        **group_statistics(trainer.state.log_history),
+    }

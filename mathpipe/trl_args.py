@@ -1,0 +1,41 @@
+"""A trainer's `train:` section in TRL's own argument names, checked against TRL's config dataclass.
+
+    args = trl_config(GRPOConfig, params["grpo"]["train"], "grpo.train",
+                      owned={"output_dir": "checkpoints/grpo", "report_to": []})
+
+A key a TRL user knows (`per_device_train_batch_size`, `learning_rate`, `num_generations`, `beta`,
+...) works verbatim; an unknown key is one ConfigError naming it, with the closest known names; a key
+the pipeline sets itself (where checkpoints go, logging, the device) is refused rather than silently
+overridden. TRL's own checks (`__post_init__`) run before any model is loaded, and their message is
+given under the section's name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from typing import Any
+
+from mathpipe.errors import ConfigError
+
+
+def known_arguments(config_class) -> set[str]:
+    return {f.name for f in dataclasses.fields(config_class) if f.init}
+
+
+def trl_config(config_class, raw: dict[str, Any] | None, prefix: str, owned: dict[str, Any],
+               defaults: dict[str, Any] | None = None):
+    """config_class(**defaults, **raw, **owned), with one clear error for a bad key or value."""
+    raw = dict(raw or {})
+    known = known_arguments(config_class)
+    for key in raw:
+        if not isinstance(key, str) or key not in known:
+            close = difflib.get_close_matches(str(key), sorted(known), n=3, cutoff=0.6)
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            raise ConfigError(f"{prefix}.{key}: not an argument of TRL's {config_class.__name__}{hint}")
+        if key in owned:
+            raise ConfigError(f"{prefix}.{key}: set by the pipeline ({owned[key]!r}); remove it from params.yaml")
+    try:
+        return config_class(**{**(defaults or {}), **raw, **owned})
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"{prefix}: {config_class.__name__} rejects these settings: {e}") from None
