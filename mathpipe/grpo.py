@@ -30,6 +30,7 @@ from mathpipe.training import LoraSettings
 
 log = logging.getLogger(__name__)
 
+
 @dataclass
 class GRPOStageConfig:
     model: str = "models/sft"
