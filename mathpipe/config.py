@@ -23,6 +23,7 @@ from mathpipe.errors import ConfigError
 
 T = TypeVar("T")
 PARAMS_FILE = Path("params.yaml")
+DTYPE_NAMES = ("float32", "bfloat16", "float16")  # what a dtype key may name besides auto (models.DTYPES)
 
 
 class ParamsLoader(yaml.SafeLoader):

@@ -11,13 +11,14 @@ from pathlib import Path
 
 import torch
 
+from mathpipe.config import DTYPE_NAMES
 from mathpipe.errors import PipelineError
 from mathpipe.io import read_json
 
 log = logging.getLogger(__name__)
 
 ORIGIN_FILE = "mathpipe.json"  # written next to each model by the stage that made it
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES}
 
 
 def require_model_dir(path: str | Path) -> Path:

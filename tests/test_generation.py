@@ -13,14 +13,9 @@ from hypothesis import strategies as st
 from mathpipe import prompts
 from mathpipe.errors import PipelineError
 from mathpipe.evaluation import evaluate, wilson_interval
-from mathpipe.generation import (
-    Completion,
-    EngineSettings,
-    GenerationSettings,
-    TransformersGenerator,
-    make_generator,
-    truncate_at_stop,
-)
+from mathpipe.generation import Completion, EngineSettings, GenerationSettings, make_generator
+from mathpipe.generation.decoding import truncate_at_stop
+from mathpipe.generation.transformers_backend import TransformersGenerator
 from mathpipe.tiny_model import IM_START
 
 N_PROMPTS = 12
@@ -184,9 +179,9 @@ def test_engine_settings_are_checked():
 
 
 def test_auto_falls_back_to_transformers_and_says_why(model_dir, monkeypatch, caplog):
-    from mathpipe import vllm_generator
+    from mathpipe.generation import vllm_backend
 
-    monkeypatch.setattr(vllm_generator, "unavailable_reason", lambda path: "vllm is not installed")
+    monkeypatch.setattr(vllm_backend, "unavailable_reason", lambda path: "vllm is not installed")
     with caplog.at_level("INFO", logger="mathpipe.generation"):
         gen = make_generator(str(model_dir), EngineSettings(backend="auto"))
     assert gen.name == "transformers"

@@ -15,8 +15,9 @@ import torch
 
 from mathpipe import prompts
 from mathpipe.errors import PipelineError
-from mathpipe.generation import EngineSettings, GenerationSettings, TransformersGenerator, make_generator
-from mathpipe.vllm_generator import unavailable_reason
+from mathpipe.generation import EngineSettings, GenerationSettings, make_generator
+from mathpipe.generation.transformers_backend import TransformersGenerator
+from mathpipe.generation.vllm_backend import unavailable_reason
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vllm is not installed")
 
@@ -107,7 +108,7 @@ def test_data_parallel_engines_give_the_single_engine_output_in_order(vllm_gen, 
     one engine's, prompt for prompt (on CPU the engines share the cores; on GPUs each has its own)."""
     import dataclasses
 
-    from mathpipe.vllm_generator import DataParallelVLLM
+    from mathpipe.generation.vllm_backend import DataParallelVLLM
 
     s = GenerationSettings(max_new_tokens=32)
     subset = rendered[:15]  # odd: the shards are 8 and 7 prompts
@@ -140,7 +141,7 @@ def test_an_engine_process_may_start_processes_of_its_own():
     """On CUDA vLLM's engine starts an EngineCore process; a daemonic engine process could not."""
     import multiprocessing
 
-    from mathpipe.vllm_generator import start_worker
+    from mathpipe.generation.vllm_backend import start_worker
 
     context = multiprocessing.get_context("spawn")
     parent, child = context.Pipe()
@@ -165,7 +166,7 @@ def test_data_parallel_engines_run_with_vllms_own_multiprocessing(pretrained_mod
 
 
 def test_engine_gpus_are_consecutive_groups_of_the_visible_ones():
-    from mathpipe.vllm_generator import device_slices
+    from mathpipe.generation.vllm_backend import device_slices
 
     assert device_slices(2, 2, ["0", "1", "2", "3"]) == [["0", "1"], ["2", "3"]]
     assert device_slices(3, 1, ["4", "5", "6", "7"]) == [["4"], ["5"], ["6"]]

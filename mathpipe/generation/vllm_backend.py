@@ -27,13 +27,8 @@ from pathlib import Path
 import torch
 
 from mathpipe.errors import PipelineError
-from mathpipe.generation import (
-    Completion,
-    EngineSettings,
-    GenerationSettings,
-    decode_completion,
-    encode_prompts,
-)
+from mathpipe.generation.decoding import decode_completion, encode_prompts
+from mathpipe.generation.settings import Completion, EngineSettings, GenerationSettings
 from mathpipe.io import read_json
 from mathpipe.models import load_tokenizer, require_model_dir, resolve_dtype
 
