@@ -24,9 +24,9 @@ from typing import Literal
 from mathpipe import answers, prompts
 from mathpipe.config import check, check_range
 from mathpipe.data.prepare import pair_record, sft_record
+from mathpipe.data.problems import read_problems
 from mathpipe.errors import DataError
 from mathpipe.generation import EngineSettings, GenerationSettings, make_generator
-from mathpipe.io import read_jsonl
 from mathpipe.models import read_origin, require_model_dir
 
 log = logging.getLogger(__name__)
@@ -74,16 +74,6 @@ class RejectionResult:
     pairs_train: list[dict]
     pairs_val: list[dict]
     metrics: dict
-
-
-def load_prompt_rows(cfg: RejectionConfig) -> list[dict]:
-    rows = read_jsonl(cfg.prompts_file, required=("id", "problem", "answer"))
-    if not rows:
-        raise DataError(f"{cfg.prompts_file}: no prompts to sample from (the file is empty)")
-    if cfg.max_prompts is not None and cfg.max_prompts < len(rows):
-        keep = sorted(random.Random(cfg.prompt_seed).sample(range(len(rows)), cfg.max_prompts))
-        rows = [rows[i] for i in keep]
-    return rows
 
 
 def roc_auc(scores: list[float], labels: list[bool]) -> float | None:
@@ -207,7 +197,7 @@ def score(cfg: RejectionConfig, samples: list[dict], chat_template_kwargs: dict 
 
 def run_rejection_sampling(cfg: RejectionConfig, chat_template_kwargs: dict | None = None) -> RejectionResult:
     # Everything that can be wrong with the inputs fails here, before the engine starts.
-    rows = load_prompt_rows(cfg)
+    rows = read_problems(cfg.prompts_file, cfg.max_prompts, cfg.prompt_seed, purpose="sample from")
     require_model_dir(cfg.policy)
     require_model_dir(cfg.reward_model)
 

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from mathpipe import rejection
 from mathpipe.base_model import build_base_model
 from mathpipe.config import from_dict
+from mathpipe.data.problems import read_problems
 from mathpipe.errors import ConfigError, DataError, PipelineError
 from mathpipe.generation import Completion
 from mathpipe.io import read_jsonl, write_jsonl
@@ -234,6 +235,9 @@ def test_bad_parameters_are_named(make_config, overrides, key):
 
 
 def test_max_prompts_takes_a_seeded_subset(make_config):
-    a = rejection.load_prompt_rows(make_config(max_prompts=4))
-    assert len(a) == 4 and a == rejection.load_prompt_rows(make_config(max_prompts=4))
-    assert a != rejection.load_prompt_rows(make_config(max_prompts=4, prompt_seed=1))
+    cfg = make_config(max_prompts=4)
+    a = read_problems(cfg.prompts_file, 4, seed=0)
+    assert len(a) == 4 and a == read_problems(cfg.prompts_file, 4, seed=0)
+    assert a != read_problems(cfg.prompts_file, 4, seed=1)
+    ids = [r["id"] for r in read_problems(cfg.prompts_file)]
+    assert [r["id"] for r in a] == [i for i in ids if i in {r["id"] for r in a}]  # file order kept
