@@ -6,7 +6,7 @@
    ranges, pinned 40-character revisions, accelerate config files, chat templates).
 2. The model: its config.json (from the local Hugging Face cache if there, else the copy the
    profile records) builds the architecture on PyTorch's meta device (no weights): the LoRA
-   target modules of sft, reward_model and dpo exist, attention.layers and heads exist, and every
+   target modules of sft, reward_model, dpo and grpo exist, attention.layers and heads exist, and every
    max length fits the model's context.
 3. The data: each Hub source is pinned; local copies of the same files (the profile's
    dry_run.local_copies) are read with the pipeline's own readers, so a schema change stops here.
@@ -75,6 +75,7 @@ def section_configs(params: dict) -> dict:
     from mathpipe.data.sample import SampleConfig
     from mathpipe.dpo import DPOStageConfig
     from mathpipe.evaluation import EvaluateConfig
+    from mathpipe.grpo import GRPOStageConfig
     from mathpipe.merge import MergeConfig
     from mathpipe.prompts import PromptConfig
     from mathpipe.rejection import RejectionConfig
@@ -84,7 +85,7 @@ def section_configs(params: dict) -> dict:
 
     classes = {"prompt": PromptConfig, "sample": SampleConfig, "base_model": BaseModelConfig, "prepare": PrepareConfig,
                "sft": SFTStageConfig, "reward_model": RewardStageConfig, "rejection_sampling": RejectionConfig,
-               "dpo": DPOStageConfig, "merge": MergeConfig, "evaluate": EvaluateConfig,
+               "dpo": DPOStageConfig, "grpo": GRPOStageConfig, "merge": MergeConfig, "evaluate": EvaluateConfig,
                "attention": AttentionConfig, "report": ReportConfig}
     configs = {name: from_dict(cls, params.get(name), name) for name, cls in classes.items()}
     if configs["sft"].chat_template:
@@ -133,7 +134,7 @@ def check_model(configs: dict, cfg, causal, classifier, gpus_available: int) -> 
 
     lines = []
     for name, model, task in (("sft", causal, "CAUSAL_LM"), ("reward_model", classifier, "SEQ_CLS"),
-                              ("dpo", causal, "CAUSAL_LM")):
+                              ("dpo", causal, "CAUSAL_LM"), ("grpo", causal, "CAUSAL_LM")):
         lora = lora_config(model, configs[name].lora, f"{name}.lora", task_type=task)
         targets = "targets " + ", ".join(sorted(lora.target_modules)) if lora else "full fine-tuning"
         lines.append(f"{name}.lora: {targets}")
@@ -145,7 +146,8 @@ def check_model(configs: dict, cfg, causal, classifier, gpus_available: int) -> 
     lengths = {"prepare.filters.max_tokens": configs["prepare"].filters.max_tokens,
                "sft.train.max_length": configs["sft"].train.max_length,
                "reward_model.train.max_length": configs["reward_model"].train.max_length,
-               "dpo.train.max_length": configs["dpo"].train.max_length}
+               "dpo.train.max_length": configs["dpo"].train.max_length,
+               "grpo.train.max_completion_length": configs["grpo"].train.get("max_completion_length", 256)}
     for stage in ("evaluate", "rejection_sampling"):
         engine = configs[stage].engine
         if engine.max_model_len is not None:

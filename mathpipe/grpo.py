@@ -14,7 +14,6 @@ policy is the same network with the adapter switched off.
 from __future__ import annotations
 
 import logging
-import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,8 +21,8 @@ from typing import Any, Literal
 
 from mathpipe import answers, prompts, training
 from mathpipe.config import check
-from mathpipe.errors import ConfigError, DataError
-from mathpipe.io import read_jsonl
+from mathpipe.data.problems import read_problems
+from mathpipe.errors import ConfigError
 from mathpipe.launch import LaunchSettings
 from mathpipe.rewards import RewardSettings, reward_functions
 from mathpipe.training import LoraSettings
@@ -62,14 +61,7 @@ class GRPOStageConfig:
 
 def load_prompts(cfg: GRPOStageConfig) -> list[dict]:
     """TRL's conversational prompt rows, each with its gold `answer` (the accuracy reward reads it)."""
-    # The same seeded subset as rejection sampling's (mathpipe.rejection.load_prompt_rows): one helper
-    # for both when the grpo stage joins dvc.yaml and the lock is re-run anyway.
-    rows = read_jsonl(cfg.prompts_file, required=("id", "problem", "answer"))
-    if not rows:
-        raise DataError(f"{cfg.prompts_file}: no prompts to train on (the file is empty)")
-    if cfg.max_prompts is not None and cfg.max_prompts < len(rows):
-        keep = sorted(random.Random(cfg.prompt_seed).sample(range(len(rows)), cfg.max_prompts))
-        rows = [rows[i] for i in keep]
+    rows = read_problems(cfg.prompts_file, cfg.max_prompts, cfg.prompt_seed, purpose="train on")
     return [{"prompt": prompts.messages(r["problem"], cfg.template), "answer": r["answer"], "id": r["id"]}
             for r in rows]
 
@@ -120,6 +112,7 @@ def group_statistics(log_history: list[dict]) -> dict:
         "uniform_group_fraction": mean("frac_reward_zero_std"),
         "completion_length_mean": mean("completions/mean_length"),
         "truncated_fraction": mean("completions/clipped_ratio"),
+        "tokens": max((h["num_tokens"] for h in logs if "num_tokens" in h), default=None),  # prompt + completion
     }
 
 
@@ -171,6 +164,8 @@ def run_grpo(cfg: GRPOStageConfig, prefix: str = "grpo", chat_template_kwargs: d
         "method": "lora" if peft_config else "full",
         "prompts": len(rows),
         "num_generations": args.num_generations,
+        "prompts_per_step": args.per_device_train_batch_size * args.gradient_accumulation_steps
+        * training.distributed_state().num_processes // args.num_generations,
         "max_completion_length": args.max_completion_length,
         "beta": args.beta,
         "loss_type": args.loss_type,

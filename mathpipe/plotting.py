@@ -251,18 +251,28 @@ def accuracy_chart(rows: list[dict]):
     return fig
 
 
-def training_curves(curves: dict[str, dict[str, list[tuple[float, float]]]]):
-    """One panel per training stage: its loss series (train, eval) against the epoch."""
-    fig, axes = plt.subplots(1, len(curves), squeeze=False, figsize=(4.2 * len(curves), 3.4),
+def curve_panels(curves: dict[str, dict[str, list[tuple[float, float]]]], xlabel: str, ylabel: str, title: str):
+    """One panel per stage, one line per series of (x, y) points."""
+    fig, axes = plt.subplots(1, len(curves), squeeze=False, figsize=(4.4 * len(curves), 3.4),
                              layout="constrained")
     for ax, (stage, series) in zip(axes.flat, curves.items()):
         for name, points in series.items():
             xs, ys = zip(*points) if points else ((), ())
             ax.plot(xs, ys, marker="o" if len(points) < 8 else None, markersize=3, label=name)
         ax.set_title(stage)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("loss")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
         ax.legend(frameon=False)
-    fig.suptitle("Training loss (DVCLive): train, and eval on the held-out split")
+    fig.suptitle(title)
     return fig
+
+
+def training_curves(curves: dict[str, dict[str, list[tuple[float, float]]]]):
+    """Each training stage's loss series (train, eval) against the epoch."""
+    return curve_panels(curves, "epoch", "loss", "Training loss (DVCLive): train, and eval on the held-out split")
+
+
+def reward_curves(curves: dict[str, dict[str, list[tuple[float, float]]]]):
+    """Each RL stage's mean reward per step (the total, and each reward function's part)."""
+    return curve_panels(curves, "step", "mean reward", "RL reward per step (DVCLive): mean over the step's completions")

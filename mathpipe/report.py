@@ -45,6 +45,15 @@ STAGE_FIGURES: dict[str, list[tuple[str, str, str]]] = {
         ("held-out reward accuracy", "held_out.reward_accuracy", ".3f"),
         ("held-out reward margin", "held_out.reward_margin", ".3f"),
     ],
+    "grpo": [
+        ("prompts x completions per step", "prompts_per_step|num_generations", "x"),
+        ("steps", "steps", "d"),
+        ("reward, first step", "reward_first", ".3f"),
+        ("reward, last step", "reward_last", ".3f"),
+        ("groups with one reward for all (teach nothing)", "uniform_group_fraction", ".1%"),
+        ("mean completion length (tokens)", "completion_length_mean", ".1f"),
+        ("training seconds", "train_seconds", ",.0f"),
+    ],
 }
 
 
@@ -52,6 +61,7 @@ STAGE_FIGURES: dict[str, list[tuple[str, str, str]]] = {
 class ReportConfig:
     stage_metrics: dict[str, str] = field(default_factory=dict)  # stage name (a STAGE_FIGURES key) -> file
     curves: dict[str, str] = field(default_factory=dict)  # stage name -> DVCLive folder
+    reward_curves: dict[str, str] = field(default_factory=dict)  # RL stage name -> DVCLive folder
     attention_figures: list[str] = field(default_factory=list)  # compare/png stems copied next to the report
     table_markdown: str = "metrics/report.md"
     table_json: str = "metrics/report.json"
@@ -148,4 +158,21 @@ def read_loss_curves(curves: dict[str, str]) -> dict[str, dict[str, list[tuple[f
             if path.is_file():
                 series[name] = [(epochs.get(step, step), loss) for step, loss in _read_series(path, "loss")]
         out[stage] = series
+    return out
+
+
+# GRPOTrainer's per-step logs (DVCLive names): the total reward and each reward function's mean.
+REWARD_SERIES = {"reward": "reward.tsv", "accuracy": "rewards/accuracy/mean.tsv", "format": "rewards/format/mean.tsv",
+                 "overlong": "rewards/overlong/mean.tsv"}
+
+
+def read_reward_curves(curves: dict[str, str]) -> dict[str, dict[str, list[tuple[float, float]]]]:
+    """{stage: {"reward": [(step, mean reward)], "accuracy": [...], ...}} from each RL stage's DVCLive
+    folder; a reward the stage did not use has no file and no series."""
+    out = {}
+    for stage, folder in curves.items():
+        base = Path(folder) / "plots" / "metrics"
+        require_file(base / REWARD_SERIES["reward"], f"{stage} reward curve")
+        out[stage] = {name: _read_series(base / file, Path(file).stem)
+                      for name, file in REWARD_SERIES.items() if (base / file).is_file()}
     return out

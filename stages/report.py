@@ -3,10 +3,10 @@
     python -m stages.report      # params: report.*, and evaluate.models / benchmarks / metrics_dir
 
 Writes metrics/report.md and metrics/report.json (every model on every benchmark: accuracy, 95%
-interval, n; then the SFT, reward-model, rejection-sampling and DPO figures), and under
+interval, n; then the SFT, reward-model, rejection-sampling, DPO and GRPO figures), and under
 plots/report/{png,svg}: accuracy.* (bars by model and benchmark), training_curves.* (DVCLive loss
-curves) and copies of the attention comparisons named in report.attention_figures. All are small and
-kept in git, so the README can show them.
+curves), reward_curves.* (GRPO's reward per step) and copies of the attention comparisons named in
+report.attention_figures. All are small and kept in git, so the README can show them.
 """
 
 import logging
@@ -19,7 +19,14 @@ from mathpipe.cli import run_stage
 from mathpipe.config import from_dict, load_params
 from mathpipe.evaluation import EvaluateConfig
 from mathpipe.io import atomic_dir, atomic_write_text, require_file, write_json
-from mathpipe.report import ReportConfig, accuracy_table, read_loss_curves, render_markdown, stage_figures
+from mathpipe.report import (
+    ReportConfig,
+    accuracy_table,
+    read_loss_curves,
+    read_reward_curves,
+    render_markdown,
+    stage_figures,
+)
 
 log = logging.getLogger("stages.report")
 
@@ -36,6 +43,7 @@ def main() -> None:
     table = accuracy_table(evaluate.models, evaluate.benchmarks, evaluate.metrics_dir)
     stages = stage_figures(cfg.stage_metrics)
     curves = read_loss_curves(cfg.curves)
+    rewards = read_reward_curves(cfg.reward_curves)
 
     markdown = render_markdown(table, stages)
     atomic_write_text(cfg.table_markdown, markdown)
@@ -45,6 +53,8 @@ def main() -> None:
         plotting.save_figure(plotting.accuracy_chart(table), out, "accuracy", cfg.dpi)
         if curves:
             plotting.save_figure(plotting.training_curves(curves), out, "training_curves", cfg.dpi)
+        if rewards:
+            plotting.save_figure(plotting.reward_curves(rewards), out, "reward_curves", cfg.dpi)
         for figure in figures:  # the SVG beside each PNG comes along
             for fmt in ("png", "svg"):
                 shutil.copyfile(figure.parent.parent / fmt / f"{figure.stem}.{fmt}",

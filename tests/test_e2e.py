@@ -30,6 +30,7 @@ pytestmark = pytest.mark.e2e
 
 
 BENCHMARKS = ("gsm8k", "cmath", "math")
+MODELS = ("base", "sft", "dpo", "grpo")  # evaluated, drawn and reported
 
 
 def read_json(path: Path) -> dict:
@@ -74,8 +75,9 @@ def test_every_stage_writes_its_outputs(project):
     record = json.loads((prepared / "sft_train.jsonl").open().readline())
     assert {"messages", "instruction", "input", "output"} <= record.keys()
     assert (project / "models/sft_adapter/adapter_config.json").is_file()
-    assert (project / "models/dpo_adapter/adapter_config.json").is_file()
-    for merged in ("sft", "dpo", "reward"):
+    for adapter in ("dpo_adapter", "grpo_adapter"):
+        assert (project / f"models/{adapter}/adapter_config.json").is_file(), adapter
+    for merged in ("sft", "dpo", "grpo", "reward"):
         assert (project / f"models/{merged}/model.safetensors").is_file(), merged
         assert not (project / f"models/{merged}/adapter_config.json").exists(), merged
     assert (project / "dvclive/sft/plots/metrics/loss.tsv").is_file()
@@ -86,7 +88,7 @@ def test_every_stage_writes_its_outputs(project):
 def test_attention_maps_and_report_are_drawn(project):
     params = params_of(project)["attention"]
     stems = [f"{p}_{layer}" for p in params["prompts"] for layer in params["layers"]]
-    for model in ("base", "sft", "dpo"):
+    for model in MODELS:
         for stem in stems:
             png = project / f"plots/attention/{model}/png/{stem}.png"
             assert png.read_bytes()[:4] == b"\x89PNG", png
@@ -99,11 +101,12 @@ def test_attention_maps_and_report_are_drawn(project):
         assert (project / f"plots/report/png/attention_{name}.png").is_file()
     report = read_json(project / "metrics/report.json")
     assert [(r["model"], r["benchmark"]) for r in report["accuracy"]] == [
-        (m, b) for m in ("base", "sft", "dpo") for b in BENCHMARKS]
+        (m, b) for m in MODELS for b in BENCHMARKS]
     sft = read_json(project / "metrics/eval/sft/gsm8k.json")
     assert report["accuracy"][2]["accuracy"] == sft["accuracy"]
     assert "| sft | gsm8k |" in (project / "metrics/report.md").read_text()
-    for name in ("accuracy", "training_curves"):
+    assert "**grpo**" in (project / "metrics/report.md").read_text()
+    for name in ("accuracy", "training_curves", "reward_curves"):
         assert (project / f"plots/report/png/{name}.png").is_file() and (project / f"plots/report/svg/{name}.svg").is_file()
 
 
@@ -120,7 +123,7 @@ def test_training_figures_are_recorded(project):
     sft = read_json(project / "metrics/sft.json")
     assert sft["method"] == "lora" and sft["steps"] > 0 and sft["tokens_per_second"] > 0
     assert 0 < sft["eval_loss"] < 10 and sft["train_loss"] > 0
-    for name in ("sft", "dpo"):
+    for name in ("sft", "dpo", "grpo"):
         merge = read_json(project / f"metrics/merge/{name}.json")
         assert merge["max_abs_logit_diff"] <= merge["tolerance"]
     held_out_pairs = min(read_json(project / "metrics/prepare.json")["pairs"]["val"],
@@ -136,11 +139,16 @@ def test_training_figures_are_recorded(project):
     dpo = read_json(project / "metrics/dpo.json")  # DPO trains on the rejection-sampling pairs
     assert dpo["held_out"]["reward_accuracy"] is not None and dpo["val_pairs"] == sampling["pairs_val"]
     assert dpo["train_pairs"] == min(sampling["pairs_train"], params["dpo"]["max_train_samples"])
+    grpo = read_json(project / "metrics/grpo.json")  # GRPO's rewards: the checker's verdicts, logged per step
+    assert grpo["steps"] == params["grpo"]["train"]["max_steps"] and grpo["num_generations"] >= 2
+    assert 0 <= grpo["reward_first"] <= 1 and 0 <= grpo["uniform_group_fraction"] <= 1
+    rewards = (project / "dvclive/grpo/plots/metrics/rewards/accuracy/mean.tsv").read_text().splitlines()
+    assert len(rewards) == 1 + grpo["steps"]
 
 
 def test_metrics_are_numbers_with_their_config(project):
     params = params_of(project)
-    for model, benchmark in [(m, b) for m in ("base", "sft", "dpo") for b in BENCHMARKS]:
+    for model, benchmark in [(m, b) for m in MODELS for b in BENCHMARKS]:
         questions = min(params["evaluate"]["max_samples"] or 10**9, params["sample"][f"n_{benchmark}_test"])
         m = read_json(project / f"metrics/eval/{model}/{benchmark}.json")
         assert isinstance(m["accuracy"], float) and 0.0 <= m["accuracy"] <= 1.0
@@ -181,7 +189,7 @@ def test_training_figures_are_close_to_the_committed_ones(project):
     for name, key in (("metrics/base_model.json", "pretrain_loss"), ("metrics/sft.json", "eval_loss")):
         reference = json.loads(committed(name))[key]
         assert abs(ours[name][key] - reference) <= RELATIVE_LOSS_TOLERANCE * reference, (name, key, ours[name][key], reference)
-    accuracies = [(f"metrics/eval/{m}/{b}.json", "accuracy", "n") for m in ("base", "sft", "dpo") for b in BENCHMARKS]
+    accuracies = [(f"metrics/eval/{m}/{b}.json", "accuracy", "n") for m in MODELS for b in BENCHMARKS]
     accuracies += [("metrics/rejection_sampling.json", "pass_at_n", "prompts")]
     for name, key, count in accuracies:
         mine, reference = read_json(project / name), json.loads(committed(name))
@@ -213,9 +221,9 @@ def test_changing_an_evaluation_param_reruns_only_evaluation(project):
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     out = run(["dvc", "repro"], project)
     ran = sorted(line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage"))
-    evaluations = [f"evaluate@{m}" for m in ("base", "sft", "dpo")]  # one stage per model, both benchmarks
+    evaluations = [f"evaluate@{m}" for m in MODELS]  # one stage per model, every benchmark
     assert ran == sorted([*evaluations, "report"])  # the report reads the evaluations' metrics
-    for model in ("base", "sft", "dpo"):
+    for model in MODELS:
         for benchmark in BENCHMARKS:
             assert read_json(project / f"metrics/eval/{model}/{benchmark}.json")["n"] == 10
 

@@ -135,6 +135,7 @@ CI_SIZE = {
     "reward_model": {"max_train_samples": 1, "train": {"grad_accumulation": 1}},
     "rejection_sampling": {"max_prompts": 4, "generation": {"max_new_tokens": 64, "stop": STOP}},
     "dpo": {"max_train_samples": 1, "train": {"grad_accumulation": 1}},
+    "grpo": {"max_prompts": 1, "train": {"max_completion_length": 16}},
     "evaluate": {"max_samples": 1, "generation": {"max_new_tokens": 64, "stop": STOP}},
     "attention": {"generation": {"max_new_tokens": 8}},
     "base_model": {"hub": {"revision": REVISION}},
@@ -173,14 +174,16 @@ def test_every_stage_of_the_real_path_runs_on_the_qwen3_shaped_model(rehearsed):
     base = read_json(repo / "metrics/base_model.json")
     assert (base["model_id"], base["revision"]) == (rehearsal.MODEL_REPO, REVISION)  # the Hub path
     assert base["vocab_size"] == 151669 and base["hidden_size"] == 1024
-    for name in ("sft", "dpo"):
+    for name in ("sft", "dpo", "grpo"):
         merge = read_json(repo / f"metrics/merge/{name}.json")
         assert merge["max_abs_logit_diff"] <= merge["tolerance"] < merge["cast_abs_logit_diff"]  # bf16, apart
         assert read_json(repo / f"models/{name}/config.json")["dtype"] == "bfloat16"
     sampling = read_json(repo / "metrics/rejection_sampling.json")
     assert sampling["backend"] == "vllm" and sampling["pairs_train"] > 0
     assert read_json(repo / "metrics/sft.json")["train_tokens"] > 800  # one R1-length trace
-    for model in ("base", "sft", "dpo"):
+    grpo = read_json(repo / "metrics/grpo.json")  # TRL's GRPOTrainer on the bf16 checkpoint, LoRA
+    assert (grpo["steps"], grpo["num_generations"], grpo["max_completion_length"]) == (1, 2, 16)
+    for model in ("base", "grpo"):  # the profile evaluates the Hub base and the last trained model
         for benchmark in ("gsm8k", "cmath", "math"):
             m = read_json(repo / f"metrics/eval/{model}/{benchmark}.json")
             assert m["config"]["backend"] == "vllm" and m["samples_per_question"] == 2

@@ -11,7 +11,14 @@ from mathpipe import plotting
 from mathpipe.config import from_dict
 from mathpipe.errors import ConfigError, DataError
 from mathpipe.evaluation import wilson_interval
-from mathpipe.report import ReportConfig, accuracy_table, read_loss_curves, render_markdown, stage_figures
+from mathpipe.report import (
+    ReportConfig,
+    accuracy_table,
+    read_loss_curves,
+    read_reward_curves,
+    render_markdown,
+    stage_figures,
+)
 
 
 def write_eval(root: Path, model: str, benchmark: str, correct: int, n: int = 200) -> None:
@@ -113,6 +120,33 @@ def test_a_loss_file_of_the_wrong_shape_is_named(tmp_path):
     with pytest.raises(DataError, match=r"loss.tsv: expected the columns 'step' and 'loss'"):
         read_loss_curves({"sft": str(tmp_path / "live")})
 
+
+
+def test_reward_curves_draw_each_reward_the_stage_used(tmp_path):
+    base = tmp_path / "dvclive/grpo/plots/metrics"
+    write_tsv(base / "reward.tsv", "reward", [(0, 0.25), (1, 0.5)])
+    write_tsv(base / "rewards/accuracy/mean.tsv", "mean", [(0, 0.25), (1, 0.5)])
+    curves = read_reward_curves({"grpo": str(tmp_path / "dvclive/grpo")})
+    assert curves == {"grpo": {"reward": [(0.0, 0.25), (1.0, 0.5)], "accuracy": [(0.0, 0.25), (1.0, 0.5)]}}
+    plotting.setup()
+    fig = plotting.reward_curves(curves)
+    assert fig.axes[0].get_xlabel() == "step" and len(fig.axes[0].get_lines()) == 2
+
+
+def test_an_rl_stage_without_its_reward_log_is_named(tmp_path):
+    with pytest.raises(DataError, match=r"grpo reward curve not found: .*reward.tsv"):
+        read_reward_curves({"grpo": str(tmp_path / "nothing")})
+
+
+def test_grpo_figures_say_how_much_each_step_saw(tmp_path):
+    path = tmp_path / "grpo.json"
+    path.write_text(json.dumps({"prompts_per_step": 16, "num_generations": 8, "steps": 40, "reward_first": 0.3,
+                                "reward_last": 0.45, "uniform_group_fraction": 0.3125,
+                                "completion_length_mean": 61.24, "train_seconds": 151.2}))
+    rows = {r["figure"]: r["text"] for r in stage_figures({"grpo": str(path)})["grpo"]}
+    assert rows["prompts x completions per step"] == "16 x 8"
+    assert rows["groups with one reward for all (teach nothing)"] == "31.2%"
+    assert rows["reward, last step"] == "0.450" and rows["training seconds"] == "151"
 
 def test_the_accuracy_chart_has_one_bar_per_model_and_benchmark_with_intervals(eval_dir):
     table = accuracy_table(["base", "sft"], ["gsm8k", "cmath"], eval_dir)
