@@ -127,6 +127,15 @@ def meta_models(config: dict):
     return cfg, causal, classifier
 
 
+def grpo_config(grpo):
+    """grpo.train through TRL's GRPOConfig as the stage builds it: an unknown name or a combination
+    TRL refuses stops here. Built for the CPU: TRL's checks do not depend on the device (the one that
+    does, bf16 without a GPU, would fail a GPU profile on the machine that checks it)."""
+    from mathpipe.grpo import grpo_args
+
+    return grpo_args(grpo, "cpu", [float(w) for w in grpo.rewards.weights.values()], None, "grpo")
+
+
 def check_model(configs: dict, cfg, causal, classifier, gpus_available: int) -> list[str]:
     """LoRA targets, attention layers and heads, lengths: every one names its key when wrong."""
     from mathpipe.attention import resolve_heads, resolve_layers
@@ -147,7 +156,7 @@ def check_model(configs: dict, cfg, causal, classifier, gpus_available: int) -> 
                "sft.train.max_length": configs["sft"].train.max_length,
                "reward_model.train.max_length": configs["reward_model"].train.max_length,
                "dpo.train.max_length": configs["dpo"].train.max_length,
-               "grpo.train.max_completion_length": configs["grpo"].train.get("max_completion_length", 256)}
+               "grpo.train.max_completion_length": grpo_config(configs["grpo"]).max_completion_length}
     for stage in ("evaluate", "rejection_sampling"):
         engine = configs[stage].engine
         if engine.max_model_len is not None:

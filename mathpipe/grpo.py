@@ -51,12 +51,15 @@ class GRPOStageConfig:
         if self.max_prompts is not None:
             check(self.max_prompts > 0, f"{prefix}.max_prompts", f"must be > 0 or null, got {self.max_prompts}")
         prompts.instruction(self.template)
-        group = self.train.get("num_generations", 8)
-        check(isinstance(group, int) and group >= 2, f"{prefix}.train.num_generations",
-              f"must be an integer >= 2 (GRPO compares completions within a group), got {group!r}")
-        beta = self.train.get("beta", 0.0)
-        check(isinstance(beta, (int, float)) and beta >= 0, f"{prefix}.train.beta",
-              f"the KL coefficient must be >= 0, got {beta!r}")
+        # Only what TRL's GRPOConfig lets through; its defaults stay TRL's (mathpipe.trl_args).
+        if "num_generations" in self.train:
+            group = self.train["num_generations"]
+            check(isinstance(group, int) and group >= 2, f"{prefix}.train.num_generations",
+                  f"must be an integer >= 2 (GRPO compares completions within a group), got {group!r}")
+        if "beta" in self.train:
+            beta = self.train["beta"]
+            check(isinstance(beta, (int, float)) and beta >= 0, f"{prefix}.train.beta",
+                  f"the KL coefficient must be >= 0, got {beta!r}")
 
 
 def load_prompts(cfg: GRPOStageConfig) -> list[dict]:

@@ -20,6 +20,9 @@ from mathpipe.errors import ConfigError
 
 PROFILES_DIR = Path("profiles")
 PROFILE_ONLY_KEYS = ("dry_run",)  # sections a profile may hold that are not params
+# Sections in a TRL config's own argument names: a profile may add any of them (the dry run checks
+# each against TRL's dataclass, mathpipe.trl_args), not only those params.yaml happens to set.
+TRL_ARGUMENT_SECTIONS = ("grpo.train",)
 
 
 def profile_path(name: str) -> Path:
@@ -35,11 +38,14 @@ def load_profile(name: str) -> dict:
 
 
 def merge(base: dict, overrides: dict, prefix: str = "") -> dict:
-    """params with the overrides applied; a key the params do not have is an error (a typo)."""
+    """params with the overrides applied; a key the params do not have is an error (a typo), except
+    in a TRL argument section."""
     merged = dict(base)
     for key, value in overrides.items():
         name = f"{prefix}{key}"
-        if key not in base:
+        if key not in base and prefix.rstrip(".") in TRL_ARGUMENT_SECTIONS:
+            merged[key] = value
+        elif key not in base:
             raise ConfigError(f"{name}: not a parameter in params.yaml (a typo?)")
         if isinstance(value, dict) and isinstance(base[key], dict):
             merged[key] = merge(base[key], value, f"{name}.")
@@ -76,14 +82,15 @@ def hydra_value(value, key: str) -> str:
 
 def set_arguments(base: dict, overrides: dict, prefix: str = "") -> list[str]:
     """`key=value` for dvc exp run -S: leaves where params has a mapping, whole values elsewhere
-    (a null `hub` becomes a mapping in one go)."""
+    (a null `hub` becomes a mapping in one go); `+key=value` adds a key params.yaml lacks (Hydra's
+    grammar: DVC refuses a plain `key=value` for a new key)."""
     args = []
     for key, value in overrides.items():
         name = f"{prefix}{key}"
         if isinstance(value, dict) and isinstance(base.get(key), dict):
             args += set_arguments(base[key], value, f"{name}.")
         else:
-            args.append(f"{name}={hydra_value(value, name)}")
+            args.append(f"{'' if key in base else '+'}{name}={hydra_value(value, name)}")
     return args
 
 

@@ -38,6 +38,18 @@ def test_dvc_set_param_applies_a_profile_exactly_as_the_dry_run_sees_it(tmp_path
     assert load_params(tmp_path / "params.yaml") == merge(params, overrides)
 
 
+def test_a_profile_may_add_trl_arguments_params_yaml_does_not_set():
+    """grpo.train is GRPOConfig's own names: the real profile's gradient_accumulation_steps is not in
+    params.yaml, so it reaches DVC as an added key (`+`), which DVC accepts."""
+    params = load_params(ROOT / "params.yaml")
+    assert "gradient_accumulation_steps" not in params["grpo"]["train"]
+    overrides = {"grpo": {"train": {"gradient_accumulation_steps": 2, "max_steps": 7}}}
+    assert merge(params, overrides)["grpo"]["train"]["gradient_accumulation_steps"] == 2
+    assert set_arguments(params, overrides) == ["+grpo.train.gradient_accumulation_steps=2", "grpo.train.max_steps=7"]
+    with pytest.raises(ConfigError, match="sft.train.gradient_accumulation_steps: not a parameter"):
+        merge(params, {"sft": {"train": {"gradient_accumulation_steps": 2}}})
+
+
 @given(st.floats(min_value=1e-12, max_value=1e12))
 def test_floats_pass_through_dvc_set_param_as_floats(value):
     from dvc.utils.hydra import to_hydra_overrides
@@ -95,6 +107,13 @@ def write_profile(tmp_path: Path, edit) -> str:
     (lambda p: p["dry_run"].update(model_config=None), r"not in the local Hub cache and the profile gives no"),
     (lambda p: p["rejection_sampling"]["engine"].update(data_parallel_size=16),
      r"rejection_sampling.engine.data_parallel_size: 16 engines x 1 GPUs need 16 GPUs; dry_run.gpus is 8"),
+    (lambda p: p["grpo"]["train"].update(num_generation=16),
+     r"grpo.train.num_generation: not an argument of TRL's GRPOConfig \(did you mean num_generations"),
+    (lambda p: p["grpo"]["train"].update(per_device_train_batch_size=12),
+     r"grpo.train: GRPOConfig rejects these settings: .*divisible by num_generations"),
+    (lambda p: p["grpo"]["train"].update(max_completion_length=65536),
+     r"grpo.train.max_completion_length: 65536 is longer than the model's context"),
+    (lambda p: p["grpo"].update(rewardz={}), r"grpo.rewardz: not a parameter in params.yaml"),
 ])
 def test_a_bad_profile_stops_the_dry_run_naming_the_key(tmp_path, capsys, edit, message):
     assert dry_run(write_profile(tmp_path, edit)) == 2
