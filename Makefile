@@ -51,7 +51,7 @@ run: setup  ## reproduce the whole pipeline (dvc repro); PROFILE=qwen3-0.6b runs
 ifeq ($(PROFILE),)
 	$(DVC) repro
 else
-	$(BIN)/python -m mathpipe.profile run $(PROFILE)
+	$(BIN)/python -m mathpipe.run_profile run $(PROFILE)
 endif
 
 rehearse: setup  ## the qwen3 profile's code path on CPU: a Qwen3-0.6B-shaped model from a local Hub cache -> metrics/bench/rehearsal.json

@@ -1,7 +1,10 @@
 """Profiles: a named set of parameter overrides (profiles/<name>.yaml) run as a DVC experiment.
 
-    python -m mathpipe.profile run qwen3-0.6b      # dvc exp run -n qwen3-0.6b -S key=value ...
-    python -m mathpipe.profile show qwen3-0.6b     # the -S arguments, one per line
+    overrides = params_overrides(load_profile("qwen3-0.6b"))
+    merge(params, overrides)                # params with the profile applied; a typo is a ConfigError
+    set_arguments(params, overrides)        # the `dvc exp run -S` arguments that apply it
+
+(mathpipe.run_profile starts the experiment; mathpipe.dry_run checks a profile offline.)
 
 A profile mirrors params.yaml: the same sections and keys, only those that change. It is applied
 with `dvc exp run -S`, so params.yaml stays the default and `dvc exp show` lists the profile's run
@@ -11,8 +14,6 @@ beside the others. Every key is validated (mathpipe.dry_run) before DVC starts.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 from mathpipe.config import read_yaml_mapping
@@ -96,40 +97,3 @@ def set_arguments(base: dict, overrides: dict, prefix: str = "") -> list[str]:
 
 def params_overrides(profile: dict) -> dict:
     return {k: v for k, v in profile.items() if k not in PROFILE_ONLY_KEYS}
-
-
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    from mathpipe.cli import setup_logging
-    from mathpipe.config import load_params
-
-    parser = argparse.ArgumentParser(description="run or show a parameter profile as a DVC experiment")
-    parser.add_argument("action", choices=["run", "show"])
-    parser.add_argument("profile", help="a name under profiles/ (qwen3-0.6b) or a yaml file")
-    args = parser.parse_args(argv)
-    setup_logging()
-    try:
-        params = load_params()
-        overrides = params_overrides(load_profile(args.profile))
-        merge(params, overrides)
-        sets = set_arguments(params, overrides)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    if args.action == "show":
-        print("\n".join(sets))
-        return 0
-    from mathpipe.dry_run import dry_run
-
-    if dry_run(args.profile) != 0:
-        return 2
-    command = ["dvc", "exp", "run", "-n", Path(args.profile).stem]
-    for item in sets:
-        command += ["-S", item]
-    print(" ".join(command), flush=True)
-    return subprocess.call(command)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

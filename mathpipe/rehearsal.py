@@ -234,7 +234,7 @@ def run(cache: Path, profile: str, layers: int, metrics: Path) -> int:
     env = {**os.environ, "HF_HUB_CACHE": str(Path(cache).resolve()), "HF_HUB_OFFLINE": "1",
            "VLLM_ENABLE_V1_MULTIPROCESSING": "1", FIGURES_ENV: str(figures)}
     started = time.monotonic()
-    code = subprocess.call([sys.executable, "-m", "mathpipe.profile", "run", profile], env=env)
+    code = subprocess.call([sys.executable, "-m", "mathpipe.run_profile", "run", profile], env=env)
     seconds = round(time.monotonic() - started, 1)
     stages = stage_figures(figures)
     figures.unlink(missing_ok=True)

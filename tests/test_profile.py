@@ -136,7 +136,7 @@ def test_a_profile_run_starts_dvc_with_the_users_hub_setting_not_the_dry_runs(mo
     download (base_model and prepare from the Hub) unless the user said otherwise."""
     import os
 
-    from mathpipe import profile
+    from mathpipe import run_profile
 
     monkeypatch.chdir(ROOT)
     if users_value is None:
@@ -149,8 +149,8 @@ def test_a_profile_run_starts_dvc_with_the_users_hub_setting_not_the_dry_runs(mo
         started.update(command=command, offline=os.environ.get("HF_HUB_OFFLINE"))
         return 0
 
-    monkeypatch.setattr(profile.subprocess, "call", call)
-    assert profile.main(["run", "smoke"]) == 0
+    monkeypatch.setattr(run_profile.subprocess, "call", call)
+    assert run_profile.main(["run", "smoke"]) == 0
     assert started["command"][:5] == ["dvc", "exp", "run", "-n", "smoke"]
     assert started["offline"] == users_value
 

@@ -1,0 +1,52 @@
+"""Run or show a profile (profiles/<name>.yaml) as a DVC experiment, after its offline dry run.
+
+    python -m mathpipe.run_profile run qwen3-0.6b      # make run PROFILE=qwen3-0.6b: dvc exp run -n qwen3-0.6b -S ...
+    python -m mathpipe.run_profile show qwen3-0.6b     # the -S arguments, one per line
+
+The dry run sets HF_HUB_OFFLINE for itself only: `dvc exp run` starts with the user's environment.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from mathpipe.dry_run import dry_run
+from mathpipe.errors import ConfigError
+from mathpipe.profile import load_profile, merge, params_overrides, set_arguments
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    from mathpipe.cli import setup_logging
+    from mathpipe.config import load_params
+
+    parser = argparse.ArgumentParser(description="run or show a parameter profile as a DVC experiment")
+    parser.add_argument("action", choices=["run", "show"])
+    parser.add_argument("profile", help="a name under profiles/ (qwen3-0.6b) or a yaml file")
+    args = parser.parse_args(argv)
+    setup_logging()
+    try:
+        params = load_params()
+        overrides = params_overrides(load_profile(args.profile))
+        merge(params, overrides)
+        sets = set_arguments(params, overrides)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.action == "show":
+        print("\n".join(sets))
+        return 0
+    if dry_run(args.profile) != 0:
+        return 2
+    command = ["dvc", "exp", "run", "-n", Path(args.profile).stem]
+    for item in sets:
+        command += ["-S", item]
+    print(" ".join(command), flush=True)
+    return subprocess.call(command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
