@@ -25,7 +25,7 @@ from typing import Literal
 
 from mathpipe import prompts
 from mathpipe.answers import extract_answer
-from mathpipe.data.readers import _iter_table_rows
+from mathpipe.data.readers import iter_table_rows
 from mathpipe.errors import DataError
 
 PairFormat = Literal["trl", "distilabel", "math_step_dpo"]
@@ -81,7 +81,7 @@ def iter_pairs(paths: list[Path], fmt: str, template: str = prompts.DEFAULT_TEMP
     if fmt not in REQUIRED_COLUMNS:
         raise DataError(f"unknown pair format '{fmt}' (known: {', '.join(REQUIRED_COLUMNS)})")
     for path in paths:
-        for i, row in enumerate(_iter_table_rows(path, REQUIRED_COLUMNS[fmt])):
+        for i, row in enumerate(iter_table_rows(path, REQUIRED_COLUMNS[fmt])):
             yield convert_pair(row, fmt, path, i, template, thinking)
 
 

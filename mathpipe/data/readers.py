@@ -102,7 +102,7 @@ def iter_openr1(
             yield from batch.to_pylist()
 
 
-def _iter_table_rows(path: Path, required: tuple[str, ...]) -> Iterator[dict]:
+def iter_table_rows(path: Path, required: tuple[str, ...]) -> Iterator[dict]:
     """jsonl or parquet rows, with the required fields checked."""
     if path.suffix == ".parquet":
         names = pq.read_schema(path).names
@@ -125,7 +125,7 @@ def _text(row: dict, field: str, path: Path, index: int) -> str:
 def iter_gsm8k(paths: list[Path]) -> Iterator[dict]:
     """GSM8K rows: {"question", "answer"} where answer ends with `#### N`."""
     for path in paths:
-        for i, row in enumerate(_iter_table_rows(path, GSM8K_FIELDS)):
+        for i, row in enumerate(iter_table_rows(path, GSM8K_FIELDS)):
             answer = _text(row, "answer", path, i)
             if "####" not in answer:
                 raise DataError(f"{path}: row {i + 1}: 'answer' has no '#### <final answer>' line")
@@ -135,7 +135,7 @@ def iter_gsm8k(paths: list[Path]) -> Iterator[dict]:
 def iter_cmath(paths: list[Path]) -> Iterator[dict]:
     """CMATH rows: {"question", "golden"}; the question field is `question` (test) or `input` (dev)."""
     for path in paths:
-        for i, row in enumerate(_iter_table_rows(path, (CMATH_GOLD_FIELD,))):
+        for i, row in enumerate(iter_table_rows(path, (CMATH_GOLD_FIELD,))):
             field = next((f for f in CMATH_QUESTION_FIELDS if f in row), None)
             if field is None:
                 raise DataError(
@@ -150,5 +150,5 @@ def iter_cmath(paths: list[Path]) -> Iterator[dict]:
 def iter_math(paths: list[Path]) -> Iterator[dict]:
     """MATH rows (MATH-500's schema): {"question": problem, "answer"}, the answer in LaTeX."""
     for path in paths:
-        for i, row in enumerate(_iter_table_rows(path, MATH_FIELDS)):
+        for i, row in enumerate(iter_table_rows(path, MATH_FIELDS)):
             yield {"question": _text(row, "problem", path, i), "answer": _text(row, "answer", path, i)}
