@@ -320,13 +320,14 @@ def dvclive_callback(live_dir: str | Path, resume: bool):
 
     from dvclive import Live
 
+    from dvc.scm import SCMError as DvcSCMError
+    from scmrepo.exceptions import SCMError
+
     try:
         live = Live(dir=str(live_dir), resume=resume, save_dvc_exp=False, dvcyaml=None, report=None)
-    except Exception as e:  # scmrepo's SCMError is not importable by a stable path
-        if type(e).__name__ == "SCMError":  # DVCLive 3.49 reads HEAD: an empty repository fails
-            raise PipelineError(f"DVCLive could not read the git repository ({e}): commit once "
-                                "(git add -A && git commit) before running the training stages") from None
-        raise
+    except (SCMError, DvcSCMError) as e:  # DVCLive reads HEAD: a repository with no commit fails
+        raise PipelineError(f"DVCLive could not read the git repository ({e}): commit once "
+                            "(git add -A && git commit) before running the training stages") from None
     return DVCLiveCallback(live=live)
 
 
