@@ -25,7 +25,7 @@ export HF_HUB_DISABLE_TELEMETRY ?= 1
 
 PROFILE ?=
 
-.PHONY: help setup run rehearse dry-run lint test test-full bench bench-generation bench-cache bench-stages metrics diff plots report status lock clean distclean
+.PHONY: help setup run rehearse dry-run lint test test-rehearsal test-full bench bench-generation bench-cache bench-stages metrics diff plots report status lock clean distclean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -64,9 +64,12 @@ lint: setup  ## ruff over the whole tree (rules in pyproject.toml)
 	$(BIN)/ruff check .
 
 test: lint  ## lint, unit and property tests, and the whole pipeline on the smoke profile (CI runs this)
-	$(BIN)/python -m pytest -m "not full" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not full and not rehearsal" $(PYTEST_ARGS)
 
-test-full: lint  ## everything in make test, and the full default run against dvc.lock and metrics/
+test-rehearsal: lint  ## the real profile's path end to end on a Qwen3-shaped model, CI-sized (CI runs this too)
+	$(BIN)/python -m pytest -m rehearsal $(PYTEST_ARGS)
+
+test-full: lint  ## all of the above, and the full default run against dvc.lock and metrics/
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: bench-generation bench-cache bench-stages  ## the benchmarks below (not part of dvc repro)

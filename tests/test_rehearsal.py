@@ -162,6 +162,8 @@ def rehearsed(cache, tmp_path_factory):
     return repo, [json.loads(line) for line in figures.read_text().splitlines()]
 
 
+@pytest.mark.e2e
+@pytest.mark.rehearsal
 def test_every_stage_of_the_real_path_runs_on_the_qwen3_shaped_model(rehearsed):
     import yaml
 
