@@ -316,12 +316,11 @@ def dvclive_callback(live_dir: str | Path, resume: bool):
 
     Inside `dvc repro`/`dvc exp run`, DVCLive leaves experiment bookkeeping to DVC itself.
     """
+    from dvc.scm import SCMError as DvcSCMError
+    from scmrepo.exceptions import SCMError
     from transformers.integrations import DVCLiveCallback
 
     from dvclive import Live
-
-    from dvc.scm import SCMError as DvcSCMError
-    from scmrepo.exceptions import SCMError
 
     try:
         live = Live(dir=str(live_dir), resume=resume, save_dvc_exp=False, dvcyaml=None, report=None)
