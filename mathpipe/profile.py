@@ -44,11 +44,11 @@ def merge(base: dict, overrides: dict, prefix: str = "") -> dict:
     merged = dict(base)
     for key, value in overrides.items():
         name = f"{prefix}{key}"
-        if key not in base and prefix.rstrip(".") in TRL_ARGUMENT_SECTIONS:
+        if key not in base:
+            if prefix.rstrip(".") not in TRL_ARGUMENT_SECTIONS:
+                raise ConfigError(f"{name}: not a parameter in params.yaml (a typo?)")
             merged[key] = value
-        elif key not in base:
-            raise ConfigError(f"{name}: not a parameter in params.yaml (a typo?)")
-        if isinstance(value, dict) and isinstance(base[key], dict):
+        elif isinstance(value, dict) and isinstance(base[key], dict):
             merged[key] = merge(base[key], value, f"{name}.")
         else:
             merged[key] = value

@@ -45,6 +45,8 @@ def test_a_profile_may_add_trl_arguments_params_yaml_does_not_set():
     assert "gradient_accumulation_steps" not in params["grpo"]["train"]
     overrides = {"grpo": {"train": {"gradient_accumulation_steps": 2, "max_steps": 7}}}
     assert merge(params, overrides)["grpo"]["train"]["gradient_accumulation_steps"] == 2
+    nested = {"grpo": {"train": {"model_init_kwargs": {"attn_implementation": "sdpa"}}}}
+    assert merge(params, nested)["grpo"]["train"]["model_init_kwargs"] == {"attn_implementation": "sdpa"}
     assert set_arguments(params, overrides) == ["+grpo.train.gradient_accumulation_steps=2", "grpo.train.max_steps=7"]
     with pytest.raises(ConfigError, match="sft.train.gradient_accumulation_steps: not a parameter"):
         merge(params, {"sft": {"train": {"gradient_accumulation_steps": 2}}})
