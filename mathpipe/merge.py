@@ -14,7 +14,8 @@ the probe settings), so `from_pretrained` and vLLM load it like any other model.
   bf16 keeps 8 bits of mantissa, so over many layers and a large vocabulary this is far above any
   merge error, and a LoRA update smaller than about 0.4% of a weight is rounded away (README).
 
-Probes run one sequence at a time: no batch x length x vocabulary tensor of logits is held.
+Probes run one sequence at a time, each cut to `probe_max_tokens`: no batch x length x vocabulary
+tensor of logits is held.
 A folder without adapter_config.json is a fully fine-tuned model: it is re-saved as it is.
 """
 
@@ -48,6 +49,9 @@ class MergeConfig:
     models: dict[str, MergeSpec] = field(default_factory=dict)
     probe_file: str = "data/prepared/sft_val.jsonl"  # chat records: prompt + response as probes
     probe_samples: int = 8
+    # each probe cut to its first N tokens: a wrong merge shows at every position, while the cost of
+    # the four float32 passes grows with length (an R1 trace of 4,096 tokens costs 8x a 512-token cut)
+    probe_max_tokens: int = 512
     tolerance: float = 1e-3  # largest allowed |logit difference|, merged vs base + adapter
     save_dtype: str = "auto"  # auto: the base checkpoint's own dtype
     trust_remote_code: bool = False
@@ -55,19 +59,23 @@ class MergeConfig:
     def validate(self, prefix: str) -> None:
         check(bool(self.models), f"{prefix}.models", "must name at least one adapter to merge")
         check_positive(self.probe_samples, f"{prefix}.probe_samples")
+        check_positive(self.probe_max_tokens, f"{prefix}.probe_max_tokens")
         check_positive(self.tolerance, f"{prefix}.tolerance")
         check(self.save_dtype in ("auto", "float32", "bfloat16", "float16"), f"{prefix}.save_dtype",
               f"must be auto, float32, bfloat16 or float16, got '{self.save_dtype}'")
 
 
-def probe_batch(tokenizer, path: str | Path, n: int, chat_template_kwargs: dict | None = None):
-    """Token ids and attention mask of the first n chat records, rendered with the chat template."""
+def probe_batch(tokenizer, path: str | Path, n: int, chat_template_kwargs: dict | None = None,
+                max_tokens: int | None = None):
+    """Token ids and attention mask of the first n chat records, rendered with the chat template,
+    each cut to its first max_tokens tokens."""
     rows = read_jsonl(path, required=("messages",))[:n]
     if not rows:
         raise DataError(f"{path}: no records to probe the merged model with")
     texts = [prompts.render(tokenizer, r["messages"], chat_template_kwargs) for r in rows]
     tokenizer.padding_side = "right"
-    return tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    return tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False,
+                     truncation=max_tokens is not None, max_length=max_tokens)
 
 
 def probe_rows(batch):
@@ -107,7 +115,7 @@ def merge_adapter(base_dir: str | Path, adapter_dir: str | Path, out_dir: str | 
     if not is_adapter:
         require_model_dir(adapter_dir)  # a fully fine-tuned model, or nothing usable
     tokenizer = load_tokenizer(base_dir, trust_remote_code=cfg.trust_remote_code)
-    batch = probe_batch(tokenizer, cfg.probe_file, cfg.probe_samples, chat_template_kwargs)
+    batch = probe_batch(tokenizer, cfg.probe_file, cfg.probe_samples, chat_template_kwargs, cfg.probe_max_tokens)
     tokenizer.padding_side = "left"  # the saved tokenizer serves generation
 
     # Merge in float32 on CPU: the comparison then measures the merge, not rounding. The adapter

@@ -130,7 +130,7 @@ def test_each_stage_process_records_its_time_and_memory(tmp_path):
 # random output after ~14 tokens (11,100 filler ids), so samples finish and can be paired.
 STOP = ["<|im_end|>", "<|im_start|>", "zq12"]
 CI_SIZE = {
-    "sft": {"max_train_samples": 1, "train": {"max_steps": 1, "eval_steps": 1, "save_steps": 1}},
+    "sft": {"max_train_samples": 1, "train": {"max_steps": 1, "save_steps": 1}},
     "merge": {"probe_samples": 1},
     "reward_model": {"max_train_samples": 1, "train": {"grad_accumulation": 1}},
     "rejection_sampling": {"max_prompts": 4, "generation": {"max_new_tokens": 64, "stop": STOP}},

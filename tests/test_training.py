@@ -293,6 +293,25 @@ def test_probe_figures_stay_out_of_the_merged_folder(tmp_path, tiny_model_dir, p
         assert path.read_bytes() == (tmp_path / "b" / path.name).read_bytes(), path.name
 
 
+def test_probes_are_cut_to_their_first_probe_max_tokens(tiny_model_dir, prepared):
+    import torch
+
+    from mathpipe.merge import probe_batch, probe_rows
+    from mathpipe.models import load_tokenizer
+
+    tokenizer = load_tokenizer(tiny_model_dir)
+    whole = list(probe_rows(probe_batch(tokenizer, prepared / "sft_val.jsonl", 4)))
+    cut = list(probe_rows(probe_batch(tokenizer, prepared / "sft_val.jsonl", 4, max_tokens=16)))
+    assert min(row["input_ids"].shape[1] for row in whole) > 16
+    for long, short in zip(whole, cut, strict=True):
+        assert torch.equal(short["input_ids"], long["input_ids"][:, :16])  # the start kept, the rest cut
+
+
+def test_a_bad_merge_parameter_is_one_error_naming_it(prepared):
+    with pytest.raises(ConfigError, match=r"merge\.probe_max_tokens"):
+        merge_config(prepared, probe_max_tokens=0)
+
+
 def test_a_checkpoint_that_loses_weights_on_save_is_refused(tmp_path, tiny_model_dir, prepared, sft_run, monkeypatch):
     import torch
     from transformers import PreTrainedModel
