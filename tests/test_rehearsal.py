@@ -180,6 +180,11 @@ def test_every_stage_of_the_real_path_runs_on_the_qwen3_shaped_model(rehearsed):
     base = read_json(repo / "metrics/base_model.json")
     assert (base["model_id"], base["revision"]) == (rehearsal.MODEL_REPO, REVISION)  # the Hub path
     assert base["vocab_size"] == 151669 and base["hidden_size"] == 1024
+    from safetensors.torch import load_file
+
+    for name in ("sft", "dpo"):  # one step at a learning rate above 0 (no warm-up): the adapter moved
+        weights = load_file(repo / f"models/{name}_adapter/adapter_model.safetensors")
+        assert any(w.abs().max() > 0 for key, w in weights.items() if "lora_B" in key), name
     for name in ("sft", "dpo", "grpo"):
         merge = read_json(repo / f"metrics/merge/{name}.json")
         assert merge["max_abs_logit_diff"] <= merge["tolerance"] < merge["cast_abs_logit_diff"]  # bf16, apart
