@@ -73,9 +73,11 @@ def probe_batch(tokenizer, path: str | Path, n: int, chat_template_kwargs: dict 
     if not rows:
         raise DataError(f"{path}: no records to probe the merged model with")
     texts = [prompts.render(tokenizer, r["messages"], chat_template_kwargs) for r in rows]
+    # Cut here, not with the tokenizer's truncation=True: that would store the limit in the fast
+    # tokenizer's state, and the merged folder's tokenizer.json (and its hash) would carry it.
+    ids = [row[:max_tokens] for row in tokenizer(texts, add_special_tokens=False)["input_ids"]]
     tokenizer.padding_side = "right"
-    return tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False,
-                     truncation=max_tokens is not None, max_length=max_tokens)
+    return tokenizer.pad({"input_ids": ids}, return_tensors="pt")
 
 
 def probe_rows(batch):

@@ -281,12 +281,13 @@ def test_a_bf16_base_merges_and_reports_the_cast_apart(tmp_path, bf16_base_and_a
 
 
 def test_probe_figures_stay_out_of_the_merged_folder(tmp_path, tiny_model_dir, prepared, sft_run):
-    """Another probe count re-runs merge but must leave the checkpoint byte-identical, so DVC does
-    not re-run everything downstream of it."""
+    """Another probe count or length re-runs merge but must leave the checkpoint (tokenizer.json
+    included) byte-identical, so DVC does not re-run everything downstream of it."""
     from mathpipe.merge import merge_adapter
 
     cfg, _ = sft_run
-    first = merge_adapter(tiny_model_dir, cfg.out_dir, tmp_path / "a", merge_config(prepared, probe_samples=2))
+    first = merge_adapter(tiny_model_dir, cfg.out_dir, tmp_path / "a",
+                          merge_config(prepared, probe_samples=2, probe_max_tokens=16))
     second = merge_adapter(tiny_model_dir, cfg.out_dir, tmp_path / "b", merge_config(prepared, probe_samples=4))
     assert first["probe_tokens"] < second["probe_tokens"]
     for path in sorted((tmp_path / "a").iterdir()):
