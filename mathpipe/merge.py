@@ -73,10 +73,13 @@ def probe_batch(tokenizer, path: str | Path, n: int, chat_template_kwargs: dict 
     if not rows:
         raise DataError(f"{path}: no records to probe the merged model with")
     texts = [prompts.render(tokenizer, r["messages"], chat_template_kwargs) for r in rows]
-    # Cut here, not with the tokenizer's truncation=True: that would store the limit in the fast
-    # tokenizer's state, and the merged folder's tokenizer.json (and its hash) would carry it.
-    ids = [row[:max_tokens] for row in tokenizer(texts, add_special_tokens=False)["input_ids"]]
     tokenizer.padding_side = "right"
+    # A fast tokenizer keeps a call's padding and truncation in its state, and the merged folder's
+    # tokenizer.json is saved with it. Every merged model so far was saved after this padded call,
+    # so it stays; the cut is made here, not with truncation=True, which would change the hash of
+    # every merged model (and re-run everything downstream) whenever probe_max_tokens changes.
+    padded = tokenizer(texts, padding=True, add_special_tokens=False)
+    ids = [row[:sum(mask)][:max_tokens] for row, mask in zip(padded["input_ids"], padded["attention_mask"])]
     return tokenizer.pad({"input_ids": ids}, return_tensors="pt")
 
 
