@@ -90,11 +90,17 @@ diff: setup  ## compare metrics and params with a git revision: make diff REV=HE
 	$(DVC) metrics diff $(REV)
 	$(DVC) params diff $(REV)
 
-plots: setup  ## render the DVC plots of the workspace to an HTML page
-	$(DVC) plots show -o $(REPORT_DIR)
+# DVC's default page loads Vega from a CDN; this template inlines it (fetched once with npm) so the
+# page draws its charts with no network (mathpipe/report_page.py).
+PAGE_TEMPLATE := $(REPORT_DIR)/.offline-template.html
+RENDER_PAGE = $(BIN)/python -m mathpipe.report_page $(PAGE_TEMPLATE) $(VENV)/vega && \
+              $(DVC) plots show -o $(REPORT_DIR) --html-template $(PAGE_TEMPLATE)
 
-report: run  ## bring the pipeline up to date, copy the results table into README.md, render every plot to one page
-	@$(DVC) plots show -o $(REPORT_DIR) > /dev/null
+plots: setup  ## render the DVC plots of the workspace to one HTML page that needs no network
+	$(RENDER_PAGE)
+
+report: run  ## bring the pipeline up to date, copy the results table into README.md, render every plot to one offline page
+	@$(RENDER_PAGE) > /dev/null
 	@$(BIN)/python -m mathpipe.readme
 	@cat metrics/report.md
 	@echo

@@ -24,6 +24,8 @@ import yaml
 
 from mathpipe.attention import CONTINUATION
 from mathpipe.config import load_params
+from mathpipe.report_page import write_template
+from tests.browser import charts_drawn, needs_chromium, needs_npm
 from tests.checkout import ROOT, STAGES_REPRODUCED_EXACTLY, apply_profile, commit, copy_checkout, outs_hashes, run
 
 pytestmark = pytest.mark.e2e
@@ -116,6 +118,16 @@ def test_plots_show_renders_maps_chart_and_curves_in_one_page(project, tmp_path)
     for needle in ("plots_attention_sft_png_gsm8k_last.png", "plots_attention_compare_png_cmath_last.png",
                    "plots_report_png_accuracy.png", "dvclive/sft/plots/metrics/loss.tsv"):
         assert needle in page, needle
+
+
+@needs_npm
+@needs_chromium
+def test_the_report_page_draws_every_curve_and_image_with_no_network(project, tmp_path):
+    template = write_template(tmp_path / "offline.html", tmp_path / "vega")  # what make report does
+    run(["dvc", "plots", "show", "-o", str(tmp_path / "html"), "--html-template", str(template)], project)
+    drawn, asked = charts_drawn(tmp_path / "html/index.html")
+    assert asked >= 4 and drawn == asked  # the loss and reward curves of sft, reward_model, dpo, grpo at least
+    assert "plots_report_png_accuracy.png" in (tmp_path / "html/index.html").read_text()
 
 
 def test_training_figures_are_recorded(project):
