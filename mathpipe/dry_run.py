@@ -55,14 +55,15 @@ def check_pair_lengths(configs: dict) -> str:
     the real pairs; this catches it before the GPUs start, from the producing stage's own limit."""
     rejection, dpo, prepare = configs["rejection_sampling"], configs["dpo"], configs["prepare"]
     answers = rejection.generation.max_new_tokens
+    dpo_length, reward_length = (trainer_arguments(configs, name).max_length for name in ("dpo", "reward_model"))
     if dpo.pairs.hub is None and Path(rejection.out_dir) in Path(dpo.pairs.train_files).parents:
-        if dpo.train.max_length <= answers:
-            raise ConfigError(f"dpo.train.max_length: {dpo.train.max_length} cannot hold a prompt and an answer of "
+        if dpo_length <= answers:
+            raise ConfigError(f"dpo.train.max_length: {dpo_length} cannot hold a prompt and an answer of "
                               f"rejection_sampling.generation.max_new_tokens ({answers}) tokens")
     reward = configs["reward_model"]
     if Path(prepare.out_dir) in Path(reward.train_file).parents and prepare.filters.max_tokens is not None:
-        if reward.train.max_length < prepare.filters.max_tokens:
-            raise ConfigError(f"reward_model.train.max_length: {reward.train.max_length} is shorter than the pairs "
+        if reward_length < prepare.filters.max_tokens:
+            raise ConfigError(f"reward_model.train.max_length: {reward_length} is shorter than the pairs "
                               f"prepare keeps (prepare.filters.max_tokens: {prepare.filters.max_tokens})")
     return "pair lengths: dpo and reward_model max_length hold the pairs they are given"
 
@@ -127,13 +128,15 @@ def meta_models(config: dict):
     return cfg, causal, classifier
 
 
-def grpo_config(grpo):
-    """grpo.train through TRL's GRPOConfig as the stage builds it: an unknown name or a combination
-    TRL refuses stops here. Built for the CPU: TRL's checks do not depend on the device (the one that
-    does, bf16 without a GPU, would fail a GPU profile on the machine that checks it)."""
-    from mathpipe.grpo import grpo_args
+def trainer_arguments(configs: dict, name: str):
+    """<name>.train through TRL's config class as the stage builds it: an unknown name or a
+    combination TRL refuses stops here. Built for the CPU: TRL's checks do not depend on the device
+    (the one that does, bf16 without a GPU, would fail a GPU profile on the machine that checks it)."""
+    if name == "grpo":
+        from mathpipe.grpo import grpo_args
 
-    return grpo_args(grpo, "cpu", [float(w) for w in grpo.rewards.weights.values()], None, "grpo")
+        return grpo_args(configs[name], "cpu", None, name)
+    return configs[name].arguments(name, "cpu")
 
 
 def check_model(configs: dict, cfg, causal, classifier, gpus_available: int) -> list[str]:
@@ -153,10 +156,9 @@ def check_model(configs: dict, cfg, causal, classifier, gpus_available: int) -> 
     lines.append(f"attention.layers: {layers} of {cfg.num_hidden_layers}")
     context = cfg.max_position_embeddings
     lengths = {"prepare.filters.max_tokens": configs["prepare"].filters.max_tokens,
-               "sft.train.max_length": configs["sft"].train.max_length,
-               "reward_model.train.max_length": configs["reward_model"].train.max_length,
-               "dpo.train.max_length": configs["dpo"].train.max_length,
-               "grpo.train.max_completion_length": grpo_config(configs["grpo"]).max_completion_length}
+               **{f"{name}.train.max_length": trainer_arguments(configs, name).max_length
+                  for name in ("sft", "reward_model", "dpo")},
+               "grpo.train.max_completion_length": trainer_arguments(configs, "grpo").max_completion_length}
     for stage in ("evaluate", "rejection_sampling"):
         engine = configs[stage].engine
         if engine.max_model_len is not None:
@@ -226,13 +228,13 @@ def estimate(configs: dict, cfg, causal, settings: DryRunSettings) -> list[str]:
             f"KV cache {kv_bytes_per_token / 1024:.0f} KiB per token"]
 
     def train_memory(name: str, sequences_per_example: int) -> tuple[float, int]:
-        c = configs[name]
+        c, args = configs[name], trainer_arguments(configs, name)
         trainable = lora_parameters(causal, c.lora) if c.lora.enabled else params
-        batch = c.train.batch_size * sequences_per_example * (2 if name == "dpo" else 1)  # + the reference pass
-        length = c.train.max_length
-        width = 4 if c.train.dtype == "float32" else 2  # bytes per value: fp32 (a CPU run) or bf16
+        batch = args.per_device_train_batch_size * sequences_per_example * (2 if name == "dpo" else 1)  # + reference
+        length = args.max_length
+        width = 4 if c.dtype == "float32" else 2  # bytes per value: fp32 (a CPU run) or bf16
         weights = params * width + trainable * 16  # trainable: weight + grad + fp32 Adam m, v, master
-        checkpointed = c.train.gradient_checkpointing
+        checkpointed = args.gradient_checkpointing
         activations = batch * length * hidden * width * ((layers + 16) if checkpointed else 34 * layers)
         logits = 0 if name == "reward_model" else batch * length * vocab * (width + 4)  # logits + fp32 loss copy
         return (weights + activations + logits) / GIB, trainable
@@ -244,13 +246,13 @@ def estimate(configs: dict, cfg, causal, settings: DryRunSettings) -> list[str]:
                                         ("reward_model", 2, configs["reward_model"].max_train_samples or records),
                                         ("dpo", 2, dpo_pairs)):
         memory, trainable = train_memory(name, per_example)
-        train = configs[name].train
-        if train.max_steps > 0:  # max_steps overrides epochs
-            examples = train.max_steps * train.batch_size * train.grad_accumulation * gpus
+        args = trainer_arguments(configs, name)
+        if args.max_steps > 0:  # max_steps overrides epochs
+            examples = args.max_steps * args.per_device_train_batch_size * args.gradient_accumulation_steps * gpus
         else:
-            examples *= train.epochs
+            examples *= args.num_train_epochs
         tokens = examples * per_example * mean_tokens
-        flops = 6 * params * tokens * (4 / 3 if configs[name].train.gradient_checkpointing else 1)
+        flops = 6 * params * tokens * (4 / 3 if args.gradient_checkpointing else 1)
         if name == "dpo":
             flops *= 4 / 3  # the reference model's forward pass
         minutes = flops / (EFFECTIVE_TFLOPS * 1e12 * gpus) / 60

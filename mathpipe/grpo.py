@@ -14,24 +14,20 @@ policy is the same network with the adapter switched off.
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
 
 from mathpipe import answers, prompts, training
 from mathpipe.config import check
 from mathpipe.data.problems import read_problems
 from mathpipe.errors import ConfigError
-from mathpipe.launch import LaunchSettings
 from mathpipe.rewards import RewardSettings, reward_functions
-from mathpipe.training import LoraSettings
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class GRPOStageConfig:
+class GRPOStageConfig(training.TrainerStage):
     model: str = "models/sft"
     prompts_file: str = "data/prepared/sft_train.jsonl"  # problems with their gold answers
     max_prompts: int | None = None  # a seeded random subset (null: every prompt)
@@ -40,18 +36,18 @@ class GRPOStageConfig:
     out_dir: str = "models/grpo_adapter"
     checkpoint_dir: str = "checkpoints/grpo"
     live_dir: str = "dvclive/grpo"
-    dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
-    trust_remote_code: bool = False
     rewards: RewardSettings = field(default_factory=RewardSettings)
-    lora: LoraSettings = field(default_factory=LoraSettings)
-    train: dict[str, Any] = field(default_factory=dict)  # GRPOConfig's arguments, in TRL's names
-    launch: LaunchSettings = field(default_factory=LaunchSettings)
+
+    TRL_CONFIG = "GRPOConfig"
+    FROM_PARAMS = ("reward_weights", "chat_template_kwargs")  # from grpo.rewards and the prompt section
 
     def validate(self, prefix: str) -> None:
+        super().validate(prefix)
         if self.max_prompts is not None:
             check(self.max_prompts > 0, f"{prefix}.max_prompts", f"must be > 0 or null, got {self.max_prompts}")
         prompts.instruction(self.template)
-        # Only what TRL's GRPOConfig lets through; its defaults stay TRL's (mathpipe.trl_args).
+        for name in self.FROM_PARAMS:
+            check(name not in self.train, f"{prefix}.train.{name}", "set by the pipeline; remove it from params.yaml")
         if "num_generations" in self.train:
             group = self.train["num_generations"]
             check(isinstance(group, int) and group >= 2, f"{prefix}.train.num_generations",
@@ -80,21 +76,11 @@ def check_completion_length(model_dir: Path, max_completion_length: int, prefix:
                           f"the prompt in {model_dir}'s {limit} positions (max_position_embeddings)")
 
 
-def grpo_args(cfg: GRPOStageConfig, device: str, weights: list[float], chat_template_kwargs: dict | None,
-              prefix: str):
-    import torch
-    from trl import GRPOConfig
-
-    from mathpipe.models import resolve_dtype
-    from mathpipe.trl_args import trl_config
-
-    owned = dict(output_dir=cfg.checkpoint_dir, report_to=[], use_cpu=device == "cpu",
-                 bf16=resolve_dtype(cfg.dtype, device) == torch.bfloat16, fp16=False, reward_weights=weights,
-                 chat_template_kwargs=dict(chat_template_kwargs or {}) or None, disable_tqdm=False)
-    # Where TRL's defaults do not suit one CPU process: no worker processes, checkpoints to resume from.
-    defaults = dict(dataloader_num_workers=0, save_strategy="steps", save_total_limit=2, logging_steps=1,
-                    ddp_find_unused_parameters=False)
-    return trl_config(GRPOConfig, cfg.train, f"{prefix}.train", owned, defaults)
+def grpo_args(cfg: GRPOStageConfig, device: str, chat_template_kwargs: dict | None, prefix: str):
+    """TRL's GRPOConfig for this stage; the reward weights come from grpo.rewards."""
+    return cfg.arguments(prefix, device, has_eval=False,
+                         reward_weights=[float(w) for w in cfg.rewards.weights.values()],
+                         chat_template_kwargs=dict(chat_template_kwargs or {}) or None)
 
 
 def group_statistics(log_history: list[dict]) -> dict:
@@ -115,15 +101,15 @@ def group_statistics(log_history: list[dict]) -> dict:
         "uniform_group_fraction": mean("frac_reward_zero_std"),
         "completion_length_mean": mean("completions/mean_length"),
         "truncated_fraction": mean("completions/clipped_ratio"),
-        "tokens": max((h["num_tokens"] for h in logs if "num_tokens" in h), default=None),  # prompt + completion
     }
 
 
 def run_grpo(cfg: GRPOStageConfig, prefix: str = "grpo", chat_template_kwargs: dict | None = None,
              callbacks: list | None = None) -> dict:
+    from datasets import Dataset
     from trl import GRPOTrainer
 
-    from mathpipe.models import load_causal_lm, load_tokenizer, read_origin, require_model_dir
+    from mathpipe.models import load_causal_lm, load_tokenizer, require_model_dir
 
     model_dir = require_model_dir(cfg.model)
     rows = load_prompts(cfg)
@@ -131,53 +117,26 @@ def run_grpo(cfg: GRPOStageConfig, prefix: str = "grpo", chat_template_kwargs: d
     device = training.training_device()
     end_ids = {tokenizer.eos_token_id, tokenizer.pad_token_id} - {None}
     thinking_opened = answers.opens_thinking(prompts.render_prompt(tokenizer, "?", cfg.template, chat_template_kwargs))
-    args = grpo_args(cfg, device, [float(w) for w in cfg.rewards.weights.values()], chat_template_kwargs, prefix)
+    args = grpo_args(cfg, device, chat_template_kwargs, prefix)
     check_completion_length(model_dir, args.max_completion_length, prefix, cfg.trust_remote_code)
     funcs, _ = reward_functions(cfg.rewards, args.max_completion_length, end_ids, thinking_opened)
 
     model = load_causal_lm(model_dir, dtype=cfg.dtype, device=device, trust_remote_code=cfg.trust_remote_code)
     model.train()
-    peft_config = training.lora_config(model, cfg.lora, f"{prefix}.lora")
-    code = training.code_digest(__file__, training.__file__, Path(__file__).with_name("rewards.py"))
-    fingerprint = training.run_fingerprint(cfg, code, read_origin(model_dir), rows, chat_template_kwargs or {})
-    resume = training.prepare_checkpoints_everywhere(Path(cfg.checkpoint_dir), fingerprint)
-
-    from datasets import Dataset
-
-    trainer = GRPOTrainer(
-        model=model,
+    run = training.run_trainer(
+        cfg, prefix, GRPOTrainer, args, model, tokenizer, Dataset.from_list(rows),
+        fingerprint_parts=(rows, chat_template_kwargs or {}),
+        code_files=(__file__, Path(__file__).with_name("rewards.py")), callbacks=callbacks or (),
         reward_funcs=funcs,
-        args=args,
-        train_dataset=Dataset.from_list(rows),
-        processing_class=tokenizer,
-        peft_config=peft_config,
-        callbacks=training.training_callbacks(cfg.live_dir, resume=resume is not None) + list(callbacks or []),
     )
-    trainable, total = training.count_parameters(trainer.model)
-    log.info("GRPO on %d prompts, %d completions each, rewards %s, %d of %d parameters trained",
-             len(rows), args.num_generations, cfg.rewards.weights, trainable, total)
-    started = time.perf_counter()
-    trainer.train(resume_from_checkpoint=resume)
-    seconds = time.perf_counter() - started
-
-    training.save_trained(trainer, tokenizer, cfg.out_dir)
-    if training.is_main_process():
-        training.clear_checkpoints(Path(cfg.checkpoint_dir))
     return {
-        "method": "lora" if peft_config else "full",
+        **run.summary,
         "prompts": len(rows),
         "num_generations": args.num_generations,
-        "prompts_per_step": args.per_device_train_batch_size * args.gradient_accumulation_steps
-        * training.distributed_state().num_processes // args.num_generations,
+        "prompts_per_step": run.summary["global_batch_size"] // args.num_generations,
         "max_completion_length": args.max_completion_length,
         "beta": args.beta,
         "loss_type": args.loss_type,
         "rewards": dict(cfg.rewards.weights),
-        "steps": trainer.state.global_step,
-        "trainable_parameters": trainable,
-        "total_parameters": total,
-        "train_seconds": round(seconds, 2),
-        "processes": training.distributed_state().num_processes,
-        "resumed_from": Path(resume).name if resume else None,
-        **group_statistics(trainer.state.log_history),
+        **group_statistics(run.trainer.state.log_history),
     }

@@ -14,8 +14,7 @@ model need not share the policy's tokenizer.
 from __future__ import annotations
 
 import logging
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
@@ -24,24 +23,11 @@ from mathpipe import prompts, training
 from mathpipe.config import check, check_positive
 from mathpipe.data.pairs import read_pairs
 from mathpipe.io import atomic_dir
-from mathpipe.launch import LaunchSettings
-from mathpipe.training import (
-    LoraSettings,
-    TrainSettings,
-    clear_checkpoints,
-    code_digest,
-    count_parameters,
-    file_digest,
-    final_losses,
-    lora_config,
-    run_fingerprint,
-    trainer_kwargs,
-)
 
 log = logging.getLogger(__name__)
 
 @dataclass
-class RewardStageConfig:
+class RewardStageConfig(training.TrainerStage):
     model: str = "models/sft"  # the backbone: models/base or models/sft
     train_file: str = "data/prepared/pairs_train.jsonl"
     val_file: str = "data/prepared/pairs_val.jsonl"
@@ -50,16 +36,15 @@ class RewardStageConfig:
     out_dir: str = "models/reward"
     checkpoint_dir: str = "checkpoints/reward_model"
     live_dir: str = "dvclive/reward_model"
-    trust_remote_code: bool = False
     score_batch_size: int = 32
     likelihood_baseline: bool = True  # also rank the held-out pairs by the backbone LM's own likelihood
-    lora: LoraSettings = field(default_factory=LoraSettings)
-    train: TrainSettings = field(default_factory=TrainSettings)
-    launch: LaunchSettings = field(default_factory=LaunchSettings)  # processes: accelerate launch
+
+    TRL_CONFIG = "RewardConfig"
 
     def validate(self, prefix: str) -> None:
-        check(not self.train.group_by_length, f"{prefix}.train.group_by_length",
-              "must be false: the Trainer can only group single sequences by length, not pairs")
+        super().validate(prefix)
+        check(self.train.get("train_sampling_strategy") != "group_by_length", f"{prefix}.train.train_sampling_strategy",
+              "cannot be group_by_length: the Trainer can only group single sequences by length, not pairs")
         for name in ("max_train_samples", "max_val_samples"):
             value = getattr(self, name)
             check(value is None or value > 0, f"{prefix}.{name}", f"must be > 0 or null, got {value}")
@@ -173,86 +158,63 @@ def pairwise_metrics(chosen: list[float], rejected: list[float]) -> dict:
 def run_reward_model(cfg: RewardStageConfig, prefix: str = "reward_model",
                      chat_template_kwargs: dict | None = None) -> dict:
     from transformers import AutoModelForSequenceClassification, set_seed
-    from trl import RewardConfig, RewardTrainer
+    from trl import RewardTrainer
 
-    from mathpipe.models import load_tokenizer, read_origin, require_model_dir, resolve_dtype
+    from mathpipe.models import load_tokenizer, require_model_dir, resolve_dtype
 
     model_dir = require_model_dir(cfg.model)
     train_rows = load_pairs(cfg.train_file, cfg.max_train_samples)
     val_rows = load_pairs(cfg.val_file, cfg.max_val_samples)
     tokenizer = load_tokenizer(model_dir, trust_remote_code=cfg.trust_remote_code, padding_side="right")
-    longest = training.check_pairs_fit(tokenizer, train_rows + val_rows, cfg.train.max_length,
-                                       f"{prefix}.train.max_length", chat_template_kwargs)
     device = training.training_device()
+    args = cfg.arguments(prefix, device)
+    longest = training.check_pairs_fit(tokenizer, train_rows + val_rows, args.max_length,
+                                       f"{prefix}.train.max_length", chat_template_kwargs)
     # The one-logit head is new and randomly initialised here, before the Trainer seeds anything.
-    set_seed(cfg.train.seed)
+    set_seed(args.seed)
     model = AutoModelForSequenceClassification.from_pretrained(
-        model_dir, num_labels=1, dtype=resolve_dtype(cfg.train.dtype, device), use_safetensors=True,
+        model_dir, num_labels=1, dtype=resolve_dtype(cfg.dtype, device), use_safetensors=True,
         trust_remote_code=cfg.trust_remote_code,
     )
     model.config.pad_token_id = tokenizer.pad_token_id
-    peft_config = lora_config(model, cfg.lora, f"{prefix}.lora", task_type="SEQ_CLS")
-
-    code = code_digest(__file__, training.__file__)
-    data = (file_digest(cfg.train_file), file_digest(cfg.val_file))
-    fingerprint = run_fingerprint(cfg, code, read_origin(model_dir), data, chat_template_kwargs or {})
-    resume = training.prepare_checkpoints_everywhere(Path(cfg.checkpoint_dir), fingerprint)
-    kwargs = trainer_kwargs(cfg.train, Path(cfg.checkpoint_dir), device, has_eval=True)
-    trainer = RewardTrainer(
-        model=model,
-        args=RewardConfig(**kwargs),
-        train_dataset=training.trainer_dataset(train_rows, chat_template_kwargs),
-        eval_dataset=training.trainer_dataset(val_rows, chat_template_kwargs),
-        processing_class=tokenizer,
-        peft_config=peft_config,
-        callbacks=training.training_callbacks(cfg.live_dir, resume=resume is not None),
+    run = training.run_trainer(
+        cfg, prefix, RewardTrainer, args, model, tokenizer,
+        training.trainer_dataset(train_rows, chat_template_kwargs),
+        training.trainer_dataset(val_rows, chat_template_kwargs),
+        fingerprint_parts=(training.file_digest(cfg.train_file), training.file_digest(cfg.val_file),
+                           chat_template_kwargs or {}),
+        code_files=(__file__,), task_type="SEQ_CLS", save=False,
     )
-    trainable, total = count_parameters(trainer.model)
-    log.info("training %d of %d parameters (%s) on %d pairs", trainable, total,
-             "LoRA" if peft_config else "full", len(train_rows))
-    started = time.perf_counter()
-    trainer.train(resume_from_checkpoint=resume)
-    seconds = time.perf_counter() - started
-
-    losses = final_losses(trainer.state.log_history)
     state = training.distributed_state()
     state.wait_for_everyone()
     if not state.is_main_process:  # DDP: every process holds the same weights; the main one writes them
         return {"processes": state.num_processes}
-    trained = trainer.model
-    if peft_config is not None:
+    trained = run.trainer.model
+    if run.peft_config is not None:
         trained = trained.merge_and_unload()
     tokenizer.padding_side = "left"
     with atomic_dir(cfg.out_dir) as tmp:
         trained.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        scorer = RewardScorer(tmp, batch_size=cfg.score_batch_size, dtype=cfg.train.dtype,
+        scorer = RewardScorer(tmp, batch_size=cfg.score_batch_size, dtype=cfg.dtype,
                               trust_remote_code=cfg.trust_remote_code, device=device,
                               chat_template_kwargs=chat_template_kwargs)
         chosen = scorer.score([r["prompt"] for r in val_rows], [r["chosen"] for r in val_rows])
         rejected = scorer.score([r["prompt"] for r in val_rows], [r["rejected"] for r in val_rows])
-    clear_checkpoints(Path(cfg.checkpoint_dir))
+    training.clear_checkpoints(Path(cfg.checkpoint_dir))
     held_out = pairwise_metrics(chosen, rejected)
     if cfg.likelihood_baseline:
         # What the backbone already knows: a trained reward model should rank pairs at least this well.
         ranked = [mean_response_logprobs(model_dir, [r["prompt"] for r in val_rows], [r[side] for r in val_rows],
-                                         batch_size=cfg.train.eval_batch_size, dtype=cfg.train.dtype,
+                                         batch_size=args.per_device_eval_batch_size, dtype=cfg.dtype,
                                          trust_remote_code=cfg.trust_remote_code, device=device,
                                          chat_template_kwargs=chat_template_kwargs)
                   for side in ("chosen", "rejected")]
         held_out["likelihood_baseline_accuracy"] = pairwise_metrics(*ranked)["accuracy"]
     return {
-        "method": "lora" if peft_config else "full",
+        **run.summary,
         "backbone": str(model_dir),
-        "steps": trainer.state.global_step,
         "train_pairs": len(train_rows),
         "longest_sequence_tokens": longest,
-        "trainable_parameters": trainable,
-        "total_parameters": total,
-        "train_seconds": round(seconds, 2),
-        "train_loss": losses["train_loss"],
-        "eval_loss": losses["eval_loss"],
-        "processes": state.num_processes,
-        "resumed_from": Path(resume).name if resume else None,
         "held_out": held_out,
     }

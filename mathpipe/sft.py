@@ -11,27 +11,13 @@ from __future__ import annotations
 
 import logging
 import re
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from mathpipe import training
 from mathpipe.config import check
 from mathpipe.errors import ConfigError, DataError
 from mathpipe.io import read_jsonl
-from mathpipe.launch import LaunchSettings
-from mathpipe.training import (
-    LoraSettings,
-    TrainSettings,
-    clear_checkpoints,
-    code_digest,
-    count_parameters,
-    file_digest,
-    final_losses,
-    lora_config,
-    run_fingerprint,
-    trainer_kwargs,
-)
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +26,7 @@ _GENERATION_TAG = re.compile(r"\{%-?\s*generation\s*-?%\}")
 
 
 @dataclass
-class SFTStageConfig:
+class SFTStageConfig(training.TrainerStage):
     model: str = "models/base"
     train_file: str = "data/prepared/sft_train.jsonl"
     val_file: str | None = "data/prepared/sft_val.jsonl"
@@ -51,12 +37,13 @@ class SFTStageConfig:
     live_dir: str = "dvclive/sft"
     # a jinja file with {% generation %} markers, or trl:<file>, if the model's template lacks them
     chat_template: str | None = None
-    trust_remote_code: bool = False
-    lora: LoraSettings = field(default_factory=LoraSettings)
-    train: TrainSettings = field(default_factory=TrainSettings)
-    launch: LaunchSettings = field(default_factory=LaunchSettings)  # processes: accelerate launch
+
+    TRL_CONFIG = "SFTConfig"
+    # The loss covers the assistant's tokens only, one conversation per sequence.
+    OWNED = dict(assistant_only_loss=True, packing=False)
 
     def validate(self, prefix: str) -> None:
+        super().validate(prefix)
         for name in ("max_train_samples", "max_val_samples"):
             value = getattr(self, name)
             check(value is None or value > 0, f"{prefix}.{name}", f"must be > 0 or null, got {value}")
@@ -108,75 +95,24 @@ def training_tokenizer(model_dir: str, cfg: SFTStageConfig, prefix: str):
 
 def run_sft(cfg: SFTStageConfig, prefix: str = "sft", callbacks: list | None = None,
             chat_template_kwargs: dict | None = None) -> dict:
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTTrainer
 
-    from mathpipe.models import load_causal_lm, read_origin, require_model_dir
+    from mathpipe.models import load_causal_lm, require_model_dir
 
     model_dir = require_model_dir(cfg.model)
     train_rows = load_messages(cfg.train_file, cfg.max_train_samples)
     val_rows = load_messages(cfg.val_file, cfg.max_val_samples) if cfg.val_file else []
     tokenizer = training_tokenizer(str(model_dir), cfg, prefix)
     device = training.training_device()
-    model = load_causal_lm(model_dir, dtype=cfg.train.dtype, device=device, trust_remote_code=cfg.trust_remote_code)
+    args = cfg.arguments(prefix, device, has_eval=bool(val_rows))
+    model = load_causal_lm(model_dir, dtype=cfg.dtype, device=device, trust_remote_code=cfg.trust_remote_code)
     model.train()
-    peft_config = lora_config(model, cfg.lora, f"{prefix}.lora")
-
-    code = code_digest(__file__, training.__file__)
-    data = (file_digest(cfg.train_file), file_digest(cfg.val_file))
-    fingerprint = run_fingerprint(cfg, code, read_origin(model_dir), data, chat_template_kwargs or {})
-    resume = training.prepare_checkpoints_everywhere(Path(cfg.checkpoint_dir), fingerprint)
-    args = SFTConfig(
-        **trainer_kwargs(cfg.train, Path(cfg.checkpoint_dir), device, has_eval=bool(val_rows)),
-        assistant_only_loss=True,
-        packing=False,
+    run = training.run_trainer(
+        cfg, prefix, SFTTrainer, args, model, tokenizer,
+        training.trainer_dataset(train_rows, chat_template_kwargs),
+        training.trainer_dataset(val_rows, chat_template_kwargs),
+        fingerprint_parts=(training.file_digest(cfg.train_file), training.file_digest(cfg.val_file),
+                           chat_template_kwargs or {}),
+        code_files=(__file__,), callbacks=callbacks or (),
     )
-    trainer = SFTTrainer(
-        model=model,
-        args=args,
-        train_dataset=training.trainer_dataset(train_rows, chat_template_kwargs),
-        eval_dataset=training.trainer_dataset(val_rows, chat_template_kwargs),
-        processing_class=tokenizer,
-        peft_config=peft_config,
-        callbacks=[*training.training_callbacks(cfg.live_dir, resume=resume is not None), *(callbacks or [])],
-    )
-    trainable, total = count_parameters(trainer.model)
-    log.info("training %d of %d parameters (%s) on %d records", trainable, total,
-             "LoRA" if peft_config else "full", len(train_rows))
-    started = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=resume)
-    seconds = time.perf_counter() - started
-    eval_metrics = trainer.evaluate() if val_rows else {}
-
-    tokenizer.padding_side = "left"  # the saved tokenizer serves generation
-    training.save_trained(trainer, tokenizer, cfg.out_dir)
-    if training.is_main_process():
-        clear_checkpoints(Path(cfg.checkpoint_dir))
-    # TRL logs a running count of the (non-padding) tokens trained on; after a resume the history
-    # includes the steps before the interruption, which this run's seconds do not. The count either
-    # goes on from the checkpoint's or starts again from 0 (its state is not always restored).
-    resumed_step = int(Path(resume).name.rsplit("-", 1)[-1]) if resume else 0
-    counts = [(h["step"], h["num_tokens"]) for h in trainer.state.log_history if "loss" in h and "num_tokens" in h]
-    before = max((n for step, n in counts if step <= resumed_step), default=0)
-    after = [n for step, n in counts if step > resumed_step]
-    tokens = (max(after) - (before if after[0] > before else 0)) if after else 0
-    losses = final_losses(trainer.state.log_history)
-    processes = training.distributed_state().num_processes
-    return {
-        "method": "lora" if peft_config else "full",
-        "steps": trainer.state.global_step,
-        "epochs": round(trainer.state.epoch or 0.0, 4),
-        "train_records": len(train_rows),
-        "val_records": len(val_rows),
-        "trainable_parameters": trainable,
-        "total_parameters": total,
-        "train_seconds": round(seconds, 2),
-        "train_tokens": int(tokens) if tokens else None,
-        "tokens_per_second": round(tokens / seconds, 1) if tokens and seconds else None,
-        "train_loss": losses["train_loss"],
-        "train_loss_mean": result.metrics.get("train_loss"),
-        "eval_loss": eval_metrics.get("eval_loss", losses["eval_loss"]),
-        "resumed_from": Path(resume).name if resume else None,
-        "device": device,
-        "processes": processes,
-        "global_batch_size": cfg.train.batch_size * cfg.train.grad_accumulation * processes,
-    }
+    return {**run.summary, "train_records": len(train_rows), "val_records": len(val_rows)}

@@ -1,13 +1,19 @@
-"""What the training stages (sft, reward_model, dpo) share: settings, LoRA, checkpoints, logging.
+"""The one training skeleton of the trainer stages (sft, reward_model, dpo, grpo), on TRL's trainers.
 
-    settings = from_dict(TrainSettings, raw, "sft.train")
-    lora = lora_config(model, cfg.lora, "sft.lora")          # None for full fine-tuning
-    kwargs = trainer_kwargs(settings, checkpoint_dir)        # for SFTConfig / RewardConfig / DPOConfig
-    resume = prepare_checkpoints(checkpoint_dir, fingerprint)  # a checkpoint to resume from, or None
+    cfg = load_section("dpo", DPOStageConfig)                  # a TrainerStage: model, lora, train, ...
+    args = cfg.arguments("dpo", device)                         # TRL's DPOConfig, every check TRL makes
+    run = run_trainer(cfg, "dpo", DPOTrainer, args, model, tokenizer, train_dataset, eval_dataset,
+                      fingerprint_parts=(train_rows, val_rows), code_files=(__file__,))
+    run.summary                                                 # steps, tokens, seconds, losses, ...
 
-The trainers are TRL's; this module only turns params.yaml into their arguments, checks them before
-any work, and keeps the run's checkpoints honest: a checkpoint folder written by another
-configuration (another learning rate, other data) is cleared instead of resumed from.
+A stage brings only what is its own: its data, its model class, its trainer and the trainer's extra
+arguments (reward functions, ...). `train:` in params.yaml is the TRL config's own arguments, verbatim
+(`per_device_train_batch_size`, `gradient_accumulation_steps`, `num_train_epochs`, `learning_rate`,
+`lr_scheduler_type`, `beta`, `num_generations`, ...): a key a TRL user knows works as TRL documents it,
+an unknown one is one ConfigError naming it, and what params.yaml leaves out is TRL's default except
+PIPELINE_DEFAULTS. The skeleton loads LoRA, resumes from the last checkpoint of this exact
+configuration (a folder written by another configuration is cleared instead), logs to DVCLive, saves
+the result atomically and measures the run.
 """
 
 from __future__ import annotations
@@ -17,60 +23,21 @@ import json
 import logging
 import os
 import shutil
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 from mathpipe import prompts
 from mathpipe.config import check, check_positive, check_range
 from mathpipe.errors import ConfigError, PipelineError
 from mathpipe.io import read_json, write_json
-from mathpipe.launch import distributed_state, is_main_process
+from mathpipe.launch import LaunchSettings, distributed_state, is_main_process
+from mathpipe.trl_args import check_arguments, trl_config
 
 log = logging.getLogger(__name__)
 
 FINGERPRINT_FILE = "mathpipe-run.json"  # in the checkpoint folder: which configuration wrote it
-
-
-@dataclass
-class TrainSettings:
-    """The optimisation loop, in the Trainer's own terms (one process; see accelerate for more)."""
-
-    epochs: float = 1.0
-    max_steps: int = -1  # > 0 overrides epochs
-    learning_rate: float = 2e-4
-    lr_scheduler: str = "cosine"
-    warmup_steps: int = 0
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    batch_size: int = 16  # per device
-    grad_accumulation: int = 1
-    eval_batch_size: int = 32
-    max_length: int = 512  # in tokens; longer sequences are truncated
-    group_by_length: bool = True  # batches of similar length: less padding, same examples
-    gradient_checkpointing: bool = False
-    dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
-    seed: int = 0
-    logging_steps: int = 10
-    eval_steps: int = 50  # eval loss on the validation split every N steps (and at the end)
-    save_steps: int = 50  # checkpoint every N steps, for resuming
-    save_total_limit: int = 2
-
-    def validate(self, prefix: str) -> None:
-        check_positive(self.learning_rate, f"{prefix}.learning_rate")
-        check(self.epochs > 0 or self.max_steps > 0, f"{prefix}.epochs", f"must be > 0, got {self.epochs}")
-        check(self.max_steps == -1 or self.max_steps > 0, f"{prefix}.max_steps", "must be -1 (use epochs) or > 0")
-        check(self.warmup_steps >= 0, f"{prefix}.warmup_steps", f"must be >= 0, got {self.warmup_steps}")
-        check(self.weight_decay >= 0, f"{prefix}.weight_decay", f"must be >= 0, got {self.weight_decay}")
-        check_positive(self.max_grad_norm, f"{prefix}.max_grad_norm")
-        for name in ("batch_size", "grad_accumulation", "eval_batch_size", "max_length", "logging_steps",
-                     "eval_steps", "save_steps", "save_total_limit"):
-            check_positive(getattr(self, name), f"{prefix}.{name}")
-        from transformers import SchedulerType
-
-        known = [s.value for s in SchedulerType]
-        check(self.lr_scheduler in known, f"{prefix}.lr_scheduler",
-              f"unknown scheduler '{self.lr_scheduler}' (known: {', '.join(known)})")
 
 
 @dataclass
@@ -90,6 +57,82 @@ class LoraSettings:
         check_positive(self.alpha, f"{prefix}.alpha")
         check_range(self.dropout, f"{prefix}.dropout", 0.0, 0.99)
         check(bool(self.target_modules), f"{prefix}.target_modules", "must name at least one module")
+
+
+# Set by the pipeline, never by params: where checkpoints go, logging, the device and precision.
+OWNED_ARGUMENTS = ("output_dir", "report_to", "use_cpu", "bf16", "fp16", "disable_tqdm")
+# Where TRL's defaults do not suit this pipeline (one CPU process by default, checkpoints to resume
+# from); params.yaml may still set any of them.
+PIPELINE_DEFAULTS = dict(dataloader_num_workers=0, save_strategy="steps", save_total_limit=2, logging_steps=1,
+                         ddp_find_unused_parameters=False)  # LoRA and full training use every parameter
+# Keys the pipeline's train: sections had before they took TRL's names, where the rename is not a close match.
+MOVED_KEYS = {"dtype": "the stage's own dtype key (auto | float32 | bfloat16), beside train:",
+              "group_by_length": "train_sampling_strategy: group_by_length"}
+POSITIVE_ARGUMENTS = ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
+                      "logging_steps", "eval_steps", "save_steps", "save_total_limit", "max_length")
+
+
+@dataclass
+class TrainerStage:
+    """The keys every trainer stage's section has; each stage's config adds its data keys."""
+
+    model: str = "models/sft"
+    out_dir: str = "models/adapter"
+    checkpoint_dir: str = "checkpoints/train"  # Trainer checkpoints, kept only to resume an interrupted run
+    live_dir: str = "dvclive/train"  # DVCLive's curves (dvc plots show)
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
+    trust_remote_code: bool = False
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    train: dict[str, Any] = field(default_factory=dict)  # the TRL config's arguments, in TRL's names
+    launch: LaunchSettings = field(default_factory=LaunchSettings)  # processes: accelerate launch
+
+    TRL_CONFIG: ClassVar[str] = "SFTConfig"  # the trl class `train` is checked against
+    OWNED: ClassVar[dict] = {}  # the stage's own fixed arguments (SFT: assistant-only loss), not params
+
+    def trl_config_class(self):
+        import trl
+
+        return getattr(trl, self.TRL_CONFIG)
+
+    def validate(self, prefix: str) -> None:
+        """Names and the plain ranges now, with the key; `arguments` runs TRL's own checks."""
+        key = f"{prefix}.train"
+        for name, instead in MOVED_KEYS.items():
+            check(name not in self.train, f"{key}.{name}", f"not an argument of TRL's {self.TRL_CONFIG}: use {instead}")
+        check_arguments(self.trl_config_class(), self.train, key, (*OWNED_ARGUMENTS, *self.OWNED))
+        train = self.train
+        if "learning_rate" in train:
+            check_positive(train["learning_rate"], f"{key}.learning_rate")
+        for name in POSITIVE_ARGUMENTS:
+            if train.get(name) is not None:
+                value = train[name]
+                check(isinstance(value, int) and value > 0, f"{key}.{name}", f"must be an integer > 0, got {value!r}")
+        if "lr_scheduler_type" in train:
+            from transformers import SchedulerType
+
+            known = [s.value for s in SchedulerType]
+            check(train["lr_scheduler_type"] in known, f"{key}.lr_scheduler_type",
+                  f"unknown scheduler '{train['lr_scheduler_type']}' (known: {', '.join(known)})")
+        epochs, steps = train.get("num_train_epochs", 3.0), train.get("max_steps", -1)
+        check(steps == -1 or (isinstance(steps, int) and steps > 0), f"{key}.max_steps",
+              "must be -1 (use epochs) or > 0")
+        check(steps > 0 or epochs > 0, f"{key}.num_train_epochs", f"must be > 0, got {epochs}")
+
+    def arguments(self, prefix: str, device: str = "cpu", has_eval: bool = True, **owned):
+        """The TRL config to train with: PIPELINE_DEFAULTS, then params, then what the pipeline owns."""
+        import torch
+
+        from mathpipe.models import resolve_dtype
+
+        owned = dict(output_dir=self.checkpoint_dir, report_to=[], use_cpu=device == "cpu",
+                     bf16=resolve_dtype(self.dtype, device) == torch.bfloat16, fp16=False, disable_tqdm=False,
+                     **self.OWNED, **owned)
+        defaults = dict(PIPELINE_DEFAULTS)
+        if has_eval:
+            defaults["eval_strategy"] = "steps"
+        else:
+            owned["eval_strategy"] = "no"
+        return trl_config(self.trl_config_class(), self.train, f"{prefix}.train", owned, defaults)
 
 
 # Never adapt these through LoRA: on tied-embedding models (Qwen3-0.6B, the tiny default) the input
@@ -119,45 +162,6 @@ def lora_config(model, settings: LoraSettings, prefix: str, task_type: str = "CA
         lora_dropout=settings.dropout,
         target_modules=list(settings.target_modules),
         task_type=task_type,
-    )
-
-
-def trainer_kwargs(settings: TrainSettings, checkpoint_dir: Path, device: str, has_eval: bool) -> dict:
-    """Arguments common to SFTConfig, RewardConfig and DPOConfig (all TrainingArguments)."""
-    import torch
-
-    from mathpipe.models import resolve_dtype
-
-    bf16 = resolve_dtype(settings.dtype, device) == torch.bfloat16
-    return dict(
-        output_dir=str(checkpoint_dir),
-        num_train_epochs=settings.epochs,
-        max_steps=settings.max_steps,
-        learning_rate=settings.learning_rate,
-        lr_scheduler_type=settings.lr_scheduler,
-        warmup_steps=settings.warmup_steps,
-        weight_decay=settings.weight_decay,
-        max_grad_norm=settings.max_grad_norm,
-        per_device_train_batch_size=settings.batch_size,
-        per_device_eval_batch_size=settings.eval_batch_size,
-        gradient_accumulation_steps=settings.grad_accumulation,
-        max_length=settings.max_length,
-        train_sampling_strategy="group_by_length" if settings.group_by_length else "random",
-        gradient_checkpointing=settings.gradient_checkpointing,
-        bf16=bf16,
-        use_cpu=device == "cpu",
-        seed=settings.seed,
-        data_seed=settings.seed,
-        logging_steps=settings.logging_steps,
-        eval_strategy="steps" if has_eval else "no",
-        eval_steps=settings.eval_steps,
-        save_strategy="steps",
-        save_steps=settings.save_steps,
-        save_total_limit=settings.save_total_limit,
-        report_to=[],  # DVCLive is added as a callback, so its folder is ours to choose
-        disable_tqdm=False,
-        dataloader_num_workers=0,
-        ddp_find_unused_parameters=False,  # LoRA and full training use every trainable parameter
     )
 
 
@@ -335,3 +339,83 @@ def final_losses(log_history: list[dict]) -> dict:
     train = [h["loss"] for h in log_history if "loss" in h]
     evals = [h["eval_loss"] for h in log_history if "eval_loss" in h]
     return {"train_loss": train[-1] if train else None, "eval_loss": evals[-1] if evals else None}
+
+
+@dataclass
+class TrainingRun:
+    """What run_trainer leaves a stage: the trainer (its model and state) and the run's figures."""
+
+    trainer: Any
+    peft_config: Any
+    eval_metrics: dict
+    summary: dict
+
+
+def run_trainer(cfg: TrainerStage, prefix: str, trainer_class, args, model, tokenizer, train_dataset,
+                eval_dataset=None, *, fingerprint_parts: tuple = (), code_files: tuple = (),
+                task_type: str = "CAUSAL_LM", callbacks: tuple | list = (), save: bool = True,
+                **trainer_extra) -> TrainingRun:
+    """LoRA, resume, train, evaluate, save: the part every trainer stage shares.
+
+    `fingerprint_parts` (the data, the template kwargs) and `code_files` (the stage's module) decide,
+    with cfg and the model's origin, which checkpoints may be resumed from. With save=False the stage
+    writes cfg.out_dir itself (and clears the checkpoints after)."""
+    from mathpipe.models import read_origin
+
+    peft_config = lora_config(model, cfg.lora, f"{prefix}.lora", task_type=task_type)
+    code = code_digest(__file__, *code_files)
+    fingerprint = run_fingerprint(cfg, code, read_origin(cfg.model), *fingerprint_parts)
+    resume = prepare_checkpoints_everywhere(Path(cfg.checkpoint_dir), fingerprint)
+    trainer = trainer_class(
+        model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
+        processing_class=tokenizer, peft_config=peft_config,
+        callbacks=[*training_callbacks(cfg.live_dir, resume=resume is not None), *callbacks], **trainer_extra,
+    )
+    trainable, total = count_parameters(trainer.model)
+    log.info("%s: %s on %d examples, %d of %d parameters trained", prefix, trainer_class.__name__,
+             len(train_dataset), trainable, total)
+    started = time.perf_counter()
+    trainer.train(resume_from_checkpoint=resume)
+    seconds = time.perf_counter() - started
+    eval_metrics = trainer.evaluate() if eval_dataset is not None else {}
+    if save:
+        tokenizer.padding_side = "left"  # the saved tokenizer serves generation
+        save_trained(trainer, tokenizer, cfg.out_dir)
+        if is_main_process():
+            clear_checkpoints(Path(cfg.checkpoint_dir))
+
+    history = trainer.state.log_history
+    tokens = trained_tokens(history, resume)
+    losses = final_losses(history)
+    processes = distributed_state().num_processes
+    summary = {
+        "method": "lora" if peft_config else "full",
+        "steps": trainer.state.global_step,
+        "epochs": round(trainer.state.epoch or 0.0, 4),
+        "trainable_parameters": trainable,
+        "total_parameters": total,
+        "train_seconds": round(seconds, 2),
+        "train_tokens": tokens,
+        "tokens_per_second": round(tokens / seconds, 1) if tokens and seconds else None,
+        "train_loss": losses["train_loss"],
+        "eval_loss": eval_metrics.get("eval_loss", losses["eval_loss"]),
+        "device": training_device(),
+        "processes": processes,
+        "global_batch_size": args.per_device_train_batch_size * args.gradient_accumulation_steps * processes,
+        "resumed_from": Path(resume).name if resume else None,
+    }
+    return TrainingRun(trainer, peft_config, eval_metrics, summary)
+
+
+def trained_tokens(log_history: list[dict], resume: str | None) -> int | None:
+    """The tokens this run trained on (TRL logs a running `num_tokens`: prompt + completion, no padding).
+
+    After a resume the history includes the steps before the interruption, which this run's seconds
+    do not; the count either goes on from the checkpoint's or starts again from 0 (its state is not
+    always restored)."""
+    resumed_step = int(Path(resume).name.rsplit("-", 1)[-1]) if resume else 0
+    counts = [(h["step"], h["num_tokens"]) for h in log_history if "loss" in h and "num_tokens" in h]
+    before = max((n for step, n in counts if step <= resumed_step), default=0)
+    after = [n for step, n in counts if step > resumed_step]
+    tokens = (max(after) - (before if after[0] > before else 0)) if after else 0
+    return int(tokens) if tokens else None

@@ -243,7 +243,7 @@ def test_changing_an_evaluation_param_reruns_only_evaluation(project):
 
 def test_an_experiment_shows_changed_curves_and_images_beside_the_committed_run(project, tmp_path):
     commit(project, "run")
-    run(["dvc", "exp", "run", "-S", "dpo.beta=0.5"], project)
+    run(["dvc", "exp", "run", "-S", "dpo.train.beta=0.5"], project)
     out = run(["dvc", "plots", "diff", "HEAD", "--json", "-o", str(tmp_path / "diff")], project)
     data = json.loads(out[out.index("{"):])["data"]
     image = data["plots/attention/dpo/png/gsm8k_last.png"]
@@ -267,7 +267,7 @@ def test_sft_in_two_processes_matches_one_process_with_the_same_global_batch(pro
             (work / name).parent.mkdir(parents=True, exist_ok=True)
             (work / name).symlink_to(project / name)
         params = params_of(project)
-        params["sft"]["train"].update(max_steps=16, batch_size=batch_size, eval_steps=8, save_steps=8, logging_steps=4)
+        params["sft"]["train"].update(max_steps=16, per_device_train_batch_size=batch_size, eval_steps=8, save_steps=8, logging_steps=4)
         params["sft"]["max_val_samples"] = 64
         params["sft"]["launch"]["num_processes"] = processes
         (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False, allow_unicode=True))

@@ -39,8 +39,9 @@ def test_dvc_set_param_applies_a_profile_exactly_as_the_dry_run_sees_it(tmp_path
 
 
 def test_a_profile_may_add_trl_arguments_params_yaml_does_not_set():
-    """grpo.train is GRPOConfig's own names: the real profile's gradient_accumulation_steps is not in
-    params.yaml, so it reaches DVC as an added key (`+`), which DVC accepts."""
+    """Every train: section is its TRL config's own names: the real profile's
+    gradient_accumulation_steps is not in grpo.train, so it reaches DVC as an added key (`+`), which
+    DVC accepts; a section that is not TRL's still refuses a key params.yaml lacks (a typo)."""
     params = load_params(ROOT / "params.yaml")
     assert "gradient_accumulation_steps" not in params["grpo"]["train"]
     overrides = {"grpo": {"train": {"gradient_accumulation_steps": 2, "max_steps": 7}}}
@@ -48,8 +49,9 @@ def test_a_profile_may_add_trl_arguments_params_yaml_does_not_set():
     nested = {"grpo": {"train": {"model_init_kwargs": {"attn_implementation": "sdpa"}}}}
     assert merge(params, nested)["grpo"]["train"]["model_init_kwargs"] == {"attn_implementation": "sdpa"}
     assert set_arguments(params, overrides) == ["+grpo.train.gradient_accumulation_steps=2", "grpo.train.max_steps=7"]
-    with pytest.raises(ConfigError, match="sft.train.gradient_accumulation_steps: not a parameter"):
-        merge(params, {"sft": {"train": {"gradient_accumulation_steps": 2}}})
+    assert merge(params, {"sft": {"train": {"neftune_noise_alpha": 5}}})["sft"]["train"]["neftune_noise_alpha"] == 5
+    with pytest.raises(ConfigError, match="sft.lora.rank: not a parameter"):
+        merge(params, {"sft": {"lora": {"rank": 2}}})
 
 
 @given(st.floats(min_value=1e-12, max_value=1e12))

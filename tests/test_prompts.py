@@ -114,7 +114,9 @@ def test_trl_renders_the_dpo_prompt_with_the_switch(tiny_model_dir, tiny_tokeniz
         "model": str(tiny_model_dir), "pairs": {"train_files": str(tmp_path / "train.jsonl"),
                                             "val_files": str(tmp_path / "val.jsonl")},
         "out_dir": str(tmp_path / "dpo"), "checkpoint_dir": str(tmp_path / "ckpt"), "live_dir": str(tmp_path / "live"),
-        "lora": {"r": 4, "alpha": 8}, "train": {"max_steps": 1, "batch_size": 2, "eval_batch_size": 2, "group_by_length": False}}, "dpo")
+        "lora": {"r": 4, "alpha": 8},
+        "train": {"max_steps": 1, "per_device_train_batch_size": 2, "per_device_eval_batch_size": 2,
+                  "gradient_checkpointing": False}}, "dpo")
     run_dpo(cfg, chat_template_kwargs=OFF)
     assert seen["prompt"] == prompts.render_prompt(tiny_tokenizer, "What is 6 * 7?", chat_template_kwargs=OFF)
     assert seen["chosen"].startswith("6 * 7 = 42")

@@ -132,9 +132,9 @@ STOP = ["<|im_end|>", "<|im_start|>", "zq12"]
 CI_SIZE = {
     "sft": {"max_train_samples": 1, "train": {"max_steps": 1, "save_steps": 1}},
     "merge": {"probe_samples": 1},
-    "reward_model": {"max_train_samples": 1, "train": {"grad_accumulation": 1}},
+    "reward_model": {"max_train_samples": 1, "train": {"gradient_accumulation_steps": 1}},
     "rejection_sampling": {"max_prompts": 4, "generation": {"max_new_tokens": 64, "stop": STOP}},
-    "dpo": {"max_train_samples": 1, "train": {"grad_accumulation": 1}},
+    "dpo": {"max_train_samples": 1, "train": {"gradient_accumulation_steps": 1}},
     "grpo": {"max_prompts": 1, "train": {"max_completion_length": 16}},
     "evaluate": {"max_samples": 1, "generation": {"max_new_tokens": 64, "stop": STOP}},
     "attention": {"generation": {"max_new_tokens": 8}},

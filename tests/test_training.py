@@ -16,9 +16,11 @@ from mathpipe.config import from_dict
 from mathpipe.errors import ConfigError, DataError, PipelineError
 from mathpipe.io import write_jsonl
 
-TRAIN = {"epochs": 1, "max_steps": 4, "batch_size": 4, "eval_batch_size": 4, "learning_rate": 1e-3,
-         "logging_steps": 1, "eval_steps": 2, "save_steps": 2, "max_length": 256}
-PAIR_TRAIN = {**TRAIN, "group_by_length": False, "max_length": 512}  # prepare keeps pairs within 512 tokens
+# TRL's own argument names (SFTConfig, RewardConfig, DPOConfig), as params.yaml writes them
+TRAIN = {"num_train_epochs": 1, "max_steps": 4, "per_device_train_batch_size": 4, "per_device_eval_batch_size": 4,
+         "learning_rate": 1e-3, "logging_steps": 1, "eval_steps": 2, "save_steps": 2, "max_length": 256, "seed": 0,
+         "gradient_checkpointing": False}
+PAIR_TRAIN = {**TRAIN, "max_length": 512}  # prepare keeps pairs within 512 tokens
 LORA = {"r": 4, "alpha": 8}
 
 
@@ -54,19 +56,36 @@ def sft_run(tmp_path_factory, tiny_model_dir, prepared):
 
 
 @pytest.mark.parametrize(
-    ("section", "override", "key"),
+    ("override", "message"),
     [
-        ("lora", {"r": 0}, "sft.lora.r"),
-        ("lora", {"dropout": 1.5}, "sft.lora.dropout"),
-        ("train", {"learning_rate": -1e-4}, "sft.train.learning_rate"),
-        ("train", {"batch_size": 0}, "sft.train.batch_size"),
-        ("train", {"lr_scheduler": "zigzag"}, "sft.train.lr_scheduler"),
-        ("train", {"dtype": "int8"}, "sft.train.dtype"),
+        ({"lora": {**LORA, "r": 0}}, r"sft\.lora\.r"),
+        ({"lora": {**LORA, "dropout": 1.5}}, r"sft\.lora\.dropout"),
+        ({"dtype": "int8"}, r"sft\.dtype"),
+        ({"train": {**TRAIN, "learning_rate": -1e-4}}, r"sft\.train\.learning_rate"),
+        ({"train": {**TRAIN, "per_device_train_batch_size": 0}}, r"sft\.train\.per_device_train_batch_size: must be"),
+        ({"train": {**TRAIN, "lr_scheduler_type": "zigzag"}}, r"sft\.train\.lr_scheduler_type: unknown scheduler"),
+        ({"train": {**TRAIN, "max_steps": 0}}, r"sft\.train\.max_steps"),
+        # a name TRL does not know, with the one it probably meant
+        ({"train": {**TRAIN, "batch_size": 4}},
+         r"sft\.train\.batch_size: not an argument of TRL's SFTConfig \(did you mean .*per_device_train_batch_size"),
+        # what the pipeline sets itself is refused, not silently overridden
+        ({"train": {**TRAIN, "bf16": True}}, r"sft\.train\.bf16: set by the pipeline"),
+        ({"train": {**TRAIN, "assistant_only_loss": False}}, r"sft\.train\.assistant_only_loss: set by the pipeline"),
     ],
 )
-def test_bad_training_parameters_name_their_key(tmp_path, tiny_model_dir, prepared, section, override, key):
-    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
-        sft_config(tmp_path, tiny_model_dir, prepared, **{section: {**(LORA if section == "lora" else TRAIN), **override}})
+def test_bad_training_parameters_name_their_key(tmp_path, tiny_model_dir, prepared, override, message):
+    with pytest.raises(ConfigError, match=message):
+        sft_config(tmp_path, tiny_model_dir, prepared, **override)
+
+
+def test_any_argument_of_trls_config_works_verbatim(tmp_path, tiny_model_dir, prepared):
+    """A key params.yaml does not list reaches TRL as written; what it leaves out is TRL's default."""
+    cfg = sft_config(tmp_path, tiny_model_dir, prepared,
+                     train={**TRAIN, "adam_beta2": 0.95, "neftune_noise_alpha": 5.0, "completion_only_loss": None})
+    args = cfg.arguments("sft")
+    assert (args.adam_beta2, args.neftune_noise_alpha, args.max_length) == (0.95, 5.0, 256)
+    assert args.assistant_only_loss and args.output_dir == cfg.checkpoint_dir and args.report_to == []
+    assert args.warmup_steps == 0  # TRL's default, not one of the pipeline's
 
 
 @pytest.mark.parametrize(
@@ -84,15 +103,17 @@ def test_lora_targets_are_checked_against_the_model(tmp_path, tiny_model_dir, pr
     assert not (tmp_path / "adapter").exists()
 
 
-@pytest.mark.parametrize(("override", "key"), [({"beta": 0}, r"dpo\.beta"), ({"beta": -0.1}, r"dpo\.beta"),
-                                               ({"loss_type": ["sigmoid", "nope"]}, r"dpo\.loss_type\[1\]"),
-                                               ({"loss_type": "sigmoid"}, r"dpo\.loss_type: expected a list"),
-                                               ({"loss_weights": [1.0, 2.0]}, r"dpo\.loss_weights")])
+@pytest.mark.parametrize(("override", "key"), [
+    ({"beta": 0}, r"dpo\.train\.beta"), ({"beta": -0.1}, r"dpo\.train\.beta"),
+    ({"loss_type": ["sigmoid", "nope"]}, r"dpo\.train\.loss_type\[1\]: unknown DPO loss 'nope'"),
+    ({"loss_weights": [1.0, 2.0]}, r"dpo\.train\.loss_weights: needs one weight per loss_type entry \(1\)"),
+    ({"train_sampling_strategy": "group_by_length"}, r"dpo\.train\.train_sampling_strategy: cannot be group_by_length"),
+])
 def test_bad_dpo_parameters_name_their_key(override, key):
     from mathpipe.dpo import DPOStageConfig
 
     with pytest.raises(ConfigError, match=key):
-        from_dict(DPOStageConfig, override, "dpo")
+        from_dict(DPOStageConfig, {"train": override}, "dpo")
 
 
 def test_a_template_without_generation_markers_is_refused(tmp_path, tiny_model_dir, prepared):
@@ -434,7 +455,7 @@ def test_dpo_trains_an_adapter_on_the_policy(tmp_path, tiny_model_dir, prepared)
         "pairs": {"train_files": str(prepared / "pairs_train.jsonl"), "val_files": str(prepared / "pairs_val.jsonl")},
         "max_train_samples": 16, "max_val_samples": 3, "out_dir": str(tmp_path / "dpo"),
         "checkpoint_dir": str(tmp_path / "ckpt"), "live_dir": str(tmp_path / "live"),
-        "beta": 0.2, "loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, 0.5], "lora": LORA, "train": PAIR_TRAIN,
+        "lora": LORA, "train": {**PAIR_TRAIN, "beta": 0.2, "loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, 0.5]},
     }, "dpo")
     summary = run_dpo(cfg)
     assert (tmp_path / "dpo" / "adapter_config.json").is_file()
