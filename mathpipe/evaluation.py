@@ -1,5 +1,6 @@
 """Exact-answer evaluation by generation: prompts from the registry, answers from the checker.
 
+    results = evaluate_model(cfg, "sft", ["gsm8k", "cmath"])    # models/sft, one engine for both
     result = evaluate(generator, rows, settings, template="boxed")
     results = evaluate_benchmarks(generator, {"gsm8k": rows, "cmath": more_rows}, settings, "boxed")
     result.metrics   # {"accuracy": 0.62, "n": 200, "correct": 124, "ci95_low": ..., ...}
@@ -13,11 +14,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 from mathpipe import answers, prompts
 from mathpipe.config import check, check_positive
-from mathpipe.generation import EngineSettings, GenerationSettings, Generator
+from mathpipe.errors import DataError
+from mathpipe.generation import EngineSettings, GenerationSettings, Generator, make_generator
+from mathpipe.io import read_jsonl
 
 
 @dataclass
@@ -56,6 +60,53 @@ def wilson_interval(correct: int, n: int, z: float = 1.959964) -> tuple[float, f
 class EvalResult:
     metrics: dict
     predictions: list[dict]
+
+
+def read_benchmarks(cfg: EvaluateConfig, names: list[str]) -> dict[str, list[dict]]:
+    """Every question file of `names`, read and checked before any model loads (max_samples each)."""
+    benchmarks = {}
+    for name in names:
+        path = Path(cfg.eval_dir) / f"{name}.jsonl"
+        rows = read_jsonl(path, required=("id", "question", "gold"))
+        if not rows:
+            raise DataError(f"{path}: no questions (the file is empty): a benchmark of 0 questions measures nothing")
+        benchmarks[name] = rows[: cfg.max_samples] if cfg.max_samples is not None else rows
+    return benchmarks
+
+
+def evaluate_model(cfg: EvaluateConfig, model: str, names: list[str],
+                   chat_template_kwargs: dict | None = None) -> dict[str, EvalResult]:
+    """<models_dir>/<model> on the named benchmarks, with one engine for all of them; each result's
+    metrics carry the configuration that produced them (`config`)."""
+    from mathpipe.models import read_origin, require_model_dir
+
+    model_dir = require_model_dir(Path(cfg.models_dir) / model)
+    benchmarks = read_benchmarks(cfg, names)
+    generator = make_generator(str(model_dir), cfg.engine)
+    try:
+        results = evaluate_benchmarks(generator, benchmarks, cfg.generation, cfg.template, chat_template_kwargs)
+    finally:
+        generator.close()
+    origin = read_origin(model_dir)
+    config = {
+        "model": model,
+        "model_id": origin.get("model_id"),
+        "revision": origin.get("revision"),
+        "benchmark": None,  # set per benchmark below (the key keeps its place in the file)
+        "prompt_template": cfg.template,
+        "prompt_template_hash": prompts.template_hash(generator.tokenizer, cfg.template, chat_template_kwargs),
+        "chat_template_kwargs": chat_template_kwargs,
+        "backend": generator.name,
+        "max_new_tokens": cfg.generation.max_new_tokens,
+        "temperature": cfg.generation.temperature,
+        "top_p": cfg.generation.top_p,
+        "top_k": cfg.generation.top_k,
+        "samples_per_question": cfg.generation.n,
+        "seed": cfg.generation.seed,
+    }
+    for name, result in results.items():
+        result.metrics["config"] = {**config, "benchmark": name}
+    return results
 
 
 def evaluate(generator: Generator, rows: list[dict], settings: GenerationSettings, template: str,

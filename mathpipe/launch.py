@@ -48,9 +48,11 @@ def inside_launch() -> bool:
     return LAUNCHED_ENV in os.environ or "LOCAL_RANK" in os.environ
 
 
-def launch_command(settings: LaunchSettings, module: str) -> list[str]:
+def launch_command(settings: LaunchSettings, module: str, arguments: list[str] | None = None) -> list[str]:
+    """The workers get the stage's own command-line arguments (`stages.sft --section rft`)."""
     return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", settings.config_file,
-            "--num_processes", str(settings.num_processes), "-m", module]
+            "--num_processes", str(settings.num_processes), "-m", module,
+            *(sys.argv[1:] if arguments is None else arguments)]
 
 
 def enter_launch(settings: LaunchSettings, module: str, prefix: str) -> None:

@@ -23,7 +23,7 @@ PROFILES_DIR = Path("profiles")
 PROFILE_ONLY_KEYS = ("dry_run",)  # sections a profile may hold that are not params
 # Sections in a TRL config's own argument names: a profile may add any of them (the dry run checks
 # each against TRL's dataclass, mathpipe.trl_args), not only those params.yaml happens to set.
-TRL_ARGUMENT_SECTIONS = ("sft.train", "reward_model.train", "dpo.train", "grpo.train")
+TRL_ARGUMENT_SECTIONS = ("sft.train", "rft.train", "reward_model.train", "dpo.train", "grpo.train")
 
 
 def profile_path(name: str) -> Path:

@@ -1,9 +1,11 @@
 """The results report: every model on every benchmark in one table, with the training stages' figures.
 
     table = accuracy_table(models, benchmarks, "metrics/eval")    # rows: model, benchmark, accuracy, ...
+    costs = training_costs(cfg.methods)                           # model -> steps, tokens, seconds
     stages = stage_figures(cfg.stage_metrics)                     # reward model, rejection sampling, DPO
-    text = render_markdown(table, stages)
+    text = render_markdown(table, stages, costs)                  # one row per model, then each stage
     curves = read_loss_curves(cfg.curves)                         # DVCLive's loss TSVs
+    markdown = write_report(cfg, models, benchmarks, "metrics/eval", "plots/attention/compare/png")   # all of it
 
 Everything is read from the metrics files the stages committed; nothing is recomputed here. A missing
 file or key stops with an error naming it.
@@ -12,12 +14,13 @@ file or key stops with an error naming it.
 from __future__ import annotations
 
 import csv
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from mathpipe.config import check, check_positive
 from mathpipe.errors import DataError
-from mathpipe.io import read_json, require_file
+from mathpipe.io import atomic_dir, atomic_write_text, read_json, require_file, write_json
 
 # What the report shows of each stage's metrics file: (label, dotted key, format).
 STAGE_FIGURES: dict[str, list[tuple[str, str, str]]] = {
@@ -26,6 +29,11 @@ STAGE_FIGURES: dict[str, list[tuple[str, str, str]]] = {
         ("final train loss", "train_loss", ".3f"),
         ("eval loss", "eval_loss", ".3f"),
         ("tokens per second", "tokens_per_second", ",.0f"),
+    ],
+    "rft": [
+        ("train records (best-of-N, verified)", "train_records", "d"),
+        ("final train loss", "train_loss", ".3f"),
+        ("eval loss (SFT's held-out records)", "eval_loss", ".3f"),
     ],
     "reward_model": [
         ("held-out pairs", "held_out.pairs", "d"),
@@ -58,7 +66,19 @@ STAGE_FIGURES: dict[str, list[tuple[str, str, str]]] = {
 
 
 @dataclass
+class MethodCost:
+    """Where the comparison table finds what training a model cost: its stage's metrics file."""
+
+    metrics: str
+    starts_from: str | None = None  # the model it was trained from (null: from scratch)
+    steps: str = "steps"  # keys in that file
+    tokens: str = "train_tokens"
+    seconds: str = "train_seconds"
+
+
+@dataclass
 class ReportConfig:
+    methods: dict[str, MethodCost] = field(default_factory=dict)  # model -> its training's metrics
     stage_metrics: dict[str, str] = field(default_factory=dict)  # stage name (a STAGE_FIGURES key) -> file
     curves: dict[str, str] = field(default_factory=dict)  # stage name -> DVCLive folder
     reward_curves: dict[str, str] = field(default_factory=dict)  # RL stage name -> DVCLive folder
@@ -87,6 +107,17 @@ def accuracy_table(models: list[str], benchmarks: list[str], metrics_dir: str | 
             rows.append({"model": model, "benchmark": benchmark,
                          **{k: metrics[k] for k in ("accuracy", "ci95_low", "ci95_high", "correct", "n")}})
     return rows
+
+
+def training_costs(methods: dict[str, MethodCost]) -> dict[str, dict]:
+    """{model: {"starts_from", "steps", "tokens", "seconds"}} from each training stage's metrics."""
+    costs = {}
+    for model, source in methods.items():
+        path = require_file(source.metrics, f"{model} training metrics (report.methods)")
+        metrics = read_json(path)
+        costs[model] = {"starts_from": source.starts_from,
+                        **{k: _lookup(metrics, getattr(source, k), path) for k in ("steps", "tokens", "seconds")}}
+    return costs
 
 
 def _lookup(metrics: dict, dotted: str, path: Path):
@@ -119,14 +150,28 @@ def stage_figures(stage_metrics: dict[str, str]) -> dict[str, list[dict]]:
     return figures
 
 
-def render_markdown(table: list[dict], stages: dict[str, list[dict]]) -> str:
-    lines = [
-        "| model | benchmark | accuracy | 95% interval | correct / n |",
-        "|---|---|---:|---|---:|",
-    ]
-    for r in table:
-        lines.append(f"| {r['model']} | {r['benchmark']} | {r['accuracy']:.1%} | "
-                     f"{r['ci95_low']:.1%} - {r['ci95_high']:.1%} | {r['correct']} / {r['n']} |")
+def render_markdown(table: list[dict], stages: dict[str, list[dict]], costs: dict[str, dict] | None = None) -> str:
+    """One row per model: accuracy and 95% interval on each benchmark, and what its training cost;
+    then each stage's own figures."""
+    costs = costs or {}
+    benchmarks = list(dict.fromkeys(r["benchmark"] for r in table))
+    models = list(dict.fromkeys(r["model"] for r in table))
+    cells = {(r["model"], r["benchmark"]): r for r in table}
+    sizes = {b: {cells[m, b]["n"] for m in models if (m, b) in cells} for b in benchmarks}
+    heads = [f"{b} (n={'/'.join(map(str, sorted(sizes[b])))})" for b in benchmarks]
+    lines = ["| model | " + " | ".join(heads) + " | trained from | steps | tokens | seconds |",
+             "|---|" + "---:|" * len(benchmarks) + "---|---:|---:|---:|"]
+
+    def number(value, fmt: str) -> str:
+        return "–" if value is None else format(value, fmt)
+
+    for model in models:
+        accuracy = [(f"{c['accuracy']:.1%} ({100 * c['ci95_low']:.1f}–{100 * c['ci95_high']:.1f})"
+                     if (c := cells.get((model, b))) else "–") for b in benchmarks]
+        cost = costs.get(model, {})
+        lines.append(f"| {model} | " + " | ".join(accuracy) + f" | {cost.get('starts_from') or '–'} | "
+                     f"{number(cost.get('steps'), ',d')} | {number(cost.get('tokens'), ',d')} | "
+                     f"{number(cost.get('seconds'), ',.0f')} |")
     for stage, rows in stages.items():
         lines += ["", f"**{stage}**", "", "| figure | value |", "|---|---:|"]
         lines += [f"| {r['figure']} | {r['text']} |" for r in rows]
@@ -176,3 +221,35 @@ def read_reward_curves(curves: dict[str, str]) -> dict[str, dict[str, list[tuple
         out[stage] = {name: _read_series(base / file, Path(file).stem)
                       for name, file in REWARD_SERIES.items() if (base / file).is_file()}
     return out
+
+
+def write_report(cfg: ReportConfig, models: list[str], benchmarks: list[str], metrics_dir: str | Path,
+                 compare_dir: str | Path) -> str:
+    """The report stage's outputs: the table (markdown and JSON) and, under cfg.plots_dir, the accuracy
+    chart, the loss and reward curves and copies of the attention comparisons. Returns the markdown.
+    Every input is checked before anything is written."""
+    from mathpipe import plotting
+
+    figures = [require_file(Path(compare_dir) / f"{stem}.png", "attention figure (report.attention_figures)")
+               for stem in cfg.attention_figures]
+    table = accuracy_table(models, benchmarks, metrics_dir)
+    costs = training_costs(cfg.methods)
+    stages = stage_figures(cfg.stage_metrics)
+    curves = read_loss_curves(cfg.curves)
+    rewards = read_reward_curves(cfg.reward_curves)
+
+    markdown = render_markdown(table, stages, costs)
+    atomic_write_text(cfg.table_markdown, markdown)
+    write_json(cfg.table_json, {"accuracy": table, "training_cost": costs, "stages": stages})
+    plotting.setup()
+    with atomic_dir(cfg.plots_dir) as out:
+        plotting.save_figure(plotting.accuracy_chart(table), out, "accuracy", cfg.dpi)
+        if curves:
+            plotting.save_figure(plotting.training_curves(curves), out, "training_curves", cfg.dpi)
+        if rewards:
+            plotting.save_figure(plotting.reward_curves(rewards), out, "reward_curves", cfg.dpi)
+        for figure in figures:  # the SVG beside each PNG comes along
+            for fmt in ("png", "svg"):
+                shutil.copyfile(figure.parent.parent / fmt / f"{figure.stem}.{fmt}",
+                                out / fmt / f"attention_{figure.stem}.{fmt}")
+    return markdown

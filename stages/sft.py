@@ -1,11 +1,15 @@
-"""sft: supervised fine-tuning with LoRA (or full) on the prepared chat records, TRL's SFTTrainer.
+"""sft: supervised fine-tuning with LoRA (or full) on chat records, TRL's SFTTrainer.
 
-    python -m stages.sft      # params: sft.*, prompt.*   output: models/sft_adapter/, metrics/sft.json
+    python -m stages.sft                  # params: sft.*, prompt.*   output: models/sft_adapter/, metrics/sft.json
+    python -m stages.sft --section rft    # rejection-sampling fine-tuning: rft.* -> models/rft_adapter/ ...
 
-Trainer checkpoints live in checkpoints/sft (git-ignored, not a DVC output): re-running after an
-interruption resumes from the last one. Loss curves go to dvclive/sft (dvc plots show).
+The rft section is an SFT section too: the merged SFT model trained again on rejection sampling's
+best.jsonl (its own verified answers), so RFT compares with DPO and GRPO on the same run. Trainer
+checkpoints live in <section>.checkpoint_dir (git-ignored, not a DVC output): re-running after an
+interruption resumes from the last one. Loss curves go to <section>.live_dir (dvc plots show).
 """
 
+import argparse
 import logging
 
 from mathpipe.cli import run_stage
@@ -19,13 +23,16 @@ log = logging.getLogger("stages.sft")
 
 
 def main() -> None:
-    cfg = load_section("sft", SFTStageConfig)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--section", default="sft", help="the params.yaml section to train with (sft, rft)")
+    section = parser.parse_args().section
+    cfg = load_section(section, SFTStageConfig)
     prompt = load_section("prompt", PromptConfig, optional=True)
-    enter_launch(cfg.launch, "stages.sft", "sft.launch")
-    summary = run_sft(cfg, chat_template_kwargs=prompt.chat_template_kwargs)
+    enter_launch(cfg.launch, "stages.sft", f"{section}.launch")
+    summary = run_sft(cfg, prefix=section, chat_template_kwargs=prompt.chat_template_kwargs)
     if not is_main_process():
         return
-    write_json("metrics/sft.json", summary)
+    write_json(f"metrics/{section}.json", summary)
     log.info("%s: %d steps, %.0f tokens/s, train loss %.4f, eval loss %s", cfg.out_dir, summary["steps"],
              summary["tokens_per_second"] or 0, summary["train_loss"] or float("nan"), summary["eval_loss"])
 

@@ -32,7 +32,8 @@ pytestmark = pytest.mark.e2e
 
 
 BENCHMARKS = ("gsm8k", "cmath", "math")
-MODELS = ("base", "sft", "dpo", "grpo")  # evaluated, drawn and reported
+MODELS = ("base", "sft", "dpo", "grpo")  # drawn (attention)
+EVALUATED = ("base", "sft", "rft", "dpo", "grpo")  # evaluated and reported
 
 
 def read_json(path: Path) -> dict:
@@ -77,9 +78,9 @@ def test_every_stage_writes_its_outputs(project):
     record = json.loads((prepared / "sft_train.jsonl").open().readline())
     assert {"messages", "instruction", "input", "output"} <= record.keys()
     assert (project / "models/sft_adapter/adapter_config.json").is_file()
-    for adapter in ("dpo_adapter", "grpo_adapter"):
+    for adapter in ("rft_adapter", "dpo_adapter", "grpo_adapter"):
         assert (project / f"models/{adapter}/adapter_config.json").is_file(), adapter
-    for merged in ("sft", "dpo", "grpo", "reward"):
+    for merged in ("sft", "rft", "dpo", "grpo", "reward"):
         assert (project / f"models/{merged}/model.safetensors").is_file(), merged
         assert not (project / f"models/{merged}/adapter_config.json").exists(), merged
     assert (project / "dvclive/sft/plots/metrics/loss.tsv").is_file()
@@ -103,11 +104,15 @@ def test_attention_maps_and_report_are_drawn(project):
         assert (project / f"plots/report/png/attention_{name}.png").is_file()
     report = read_json(project / "metrics/report.json")
     assert [(r["model"], r["benchmark"]) for r in report["accuracy"]] == [
-        (m, b) for m in MODELS for b in BENCHMARKS]
+        (m, b) for m in EVALUATED for b in BENCHMARKS]
     sft = read_json(project / "metrics/eval/sft/gsm8k.json")
-    assert report["accuracy"][2]["accuracy"] == sft["accuracy"]
-    assert "| sft | gsm8k |" in (project / "metrics/report.md").read_text()
-    assert "**grpo**" in (project / "metrics/report.md").read_text()
+    assert report["accuracy"][EVALUATED.index("sft") * len(BENCHMARKS)] == {
+        "model": "sft", "benchmark": "gsm8k", **{k: sft[k] for k in ("accuracy", "ci95_low", "ci95_high", "correct", "n")}}
+    markdown = (project / "metrics/report.md").read_text()
+    sft_steps = read_json(project / "metrics/sft.json")["steps"]
+    assert f"| sft | {sft['accuracy']:.1%} (" in markdown and f" | base | {sft_steps:,} | " in markdown  # its cost
+    assert "| rft | " in markdown and "**grpo**" in markdown
+    assert report["training_cost"]["grpo"]["starts_from"] == "sft"
     for name in ("accuracy", "training_curves", "reward_curves"):
         assert (project / f"plots/report/png/{name}.png").is_file() and (project / f"plots/report/svg/{name}.svg").is_file()
 
@@ -135,7 +140,10 @@ def test_training_figures_are_recorded(project):
     sft = read_json(project / "metrics/sft.json")
     assert sft["method"] == "lora" and sft["steps"] > 0 and sft["tokens_per_second"] > 0
     assert 0 < sft["eval_loss"] < 10 and sft["train_loss"] > 0
-    for name in ("sft", "dpo", "grpo"):
+    rft = read_json(project / "metrics/rft.json")  # SFT again, on rejection sampling's verified answers
+    assert rft["train_records"] == read_json(project / "metrics/rejection_sampling.json")["prompts_kept"]
+    assert rft["steps"] > 0 and rft["eval_loss"] > 0
+    for name in ("sft", "rft", "dpo", "grpo"):
         merge = read_json(project / f"metrics/merge/{name}.json")
         assert merge["max_abs_logit_diff"] <= merge["tolerance"]
     held_out_pairs = min(read_json(project / "metrics/prepare.json")["pairs"]["val"],
@@ -160,7 +168,7 @@ def test_training_figures_are_recorded(project):
 
 def test_metrics_are_numbers_with_their_config(project):
     params = params_of(project)
-    for model, benchmark in [(m, b) for m in MODELS for b in BENCHMARKS]:
+    for model, benchmark in [(m, b) for m in EVALUATED for b in BENCHMARKS]:
         questions = min(params["evaluate"]["max_samples"] or 10**9, params["sample"][f"n_{benchmark}_test"])
         m = read_json(project / f"metrics/eval/{model}/{benchmark}.json")
         assert isinstance(m["accuracy"], float) and 0.0 <= m["accuracy"] <= 1.0
@@ -202,7 +210,7 @@ def test_training_figures_are_close_to_the_committed_ones(project):
     for name, key in (("metrics/base_model.json", "pretrain_loss"), ("metrics/sft.json", "eval_loss")):
         reference = json.loads(committed(name))[key]
         assert abs(ours[name][key] - reference) <= RELATIVE_LOSS_TOLERANCE * reference, (name, key, ours[name][key], reference)
-    accuracies = [(f"metrics/eval/{m}/{b}.json", "accuracy", "n") for m in MODELS for b in BENCHMARKS]
+    accuracies = [(f"metrics/eval/{m}/{b}.json", "accuracy", "n") for m in EVALUATED for b in BENCHMARKS]
     accuracies += [("metrics/rejection_sampling.json", "pass_at_n", "prompts")]
     for name, key, count in accuracies:
         mine, reference = read_json(project / name), json.loads(committed(name))
@@ -234,9 +242,9 @@ def test_changing_an_evaluation_param_reruns_only_evaluation(project):
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     out = run(["dvc", "repro"], project)
     ran = sorted(line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage"))
-    evaluations = [f"evaluate@{m}" for m in MODELS]  # one stage per model, every benchmark
+    evaluations = [f"evaluate@{m}" for m in EVALUATED]  # one stage per model, every benchmark
     assert ran == sorted([*evaluations, "report"])  # the report reads the evaluations' metrics
-    for model in MODELS:
+    for model in EVALUATED:
         for benchmark in BENCHMARKS:
             assert read_json(project / f"metrics/eval/{model}/{benchmark}.json")["n"] == 10
 

@@ -28,12 +28,14 @@ def test_more_processes_replace_the_stage_with_accelerate_launch(monkeypatch):
     monkeypatch.delenv("LOCAL_RANK", raising=False)
     calls = []
     monkeypatch.setattr(launch.os, "execve", lambda path, argv, env: calls.append((path, argv, env)))
+    monkeypatch.setattr(launch.sys, "argv", ["stages/sft.py", "--section", "rft"])
     settings = LaunchSettings(num_processes=4, config_file="configs/accelerate/multi_gpu.yaml")
-    launch.relaunch_under_accelerate(settings, "stages.dpo", "dpo.launch")
+    launch.relaunch_under_accelerate(settings, "stages.sft", "rft.launch")
     (path, argv, env), = calls
     assert path == sys.executable
     assert argv == [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-                    "configs/accelerate/multi_gpu.yaml", "--num_processes", "4", "-m", "stages.dpo"]
+                    "configs/accelerate/multi_gpu.yaml", "--num_processes", "4", "-m", "stages.sft",
+                    "--section", "rft"]  # each worker trains the same section
     assert env[launch.LAUNCHED_ENV] == "4"  # the workers must not launch again
 
 

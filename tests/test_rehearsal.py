@@ -182,10 +182,10 @@ def test_every_stage_of_the_real_path_runs_on_the_qwen3_shaped_model(rehearsed):
     assert base["vocab_size"] == 151669 and base["hidden_size"] == 1024
     from safetensors.torch import load_file
 
-    for name in ("sft", "dpo"):  # one step at a learning rate above 0 (no warm-up): the adapter moved
+    for name in ("sft", "rft", "dpo"):  # one step at a learning rate above 0 (no warm-up): the adapter moved
         weights = load_file(repo / f"models/{name}_adapter/adapter_model.safetensors")
         assert any(w.abs().max() > 0 for key, w in weights.items() if "lora_B" in key), name
-    for name in ("sft", "dpo", "grpo"):
+    for name in ("sft", "rft", "dpo", "grpo"):
         merge = read_json(repo / f"metrics/merge/{name}.json")
         assert merge["max_abs_logit_diff"] <= merge["tolerance"] < merge["cast_abs_logit_diff"]  # bf16, apart
         assert read_json(repo / f"models/{name}/config.json")["dtype"] == "bfloat16"

@@ -43,8 +43,27 @@ def test_the_table_has_every_model_on_every_benchmark_in_order(eval_dir):
     assert [(r["model"], r["benchmark"], r["correct"]) for r in table] == [
         ("base", "gsm8k", 13), ("base", "cmath", 11), ("sft", "gsm8k", 84), ("sft", "cmath", 56)]
     markdown = render_markdown(table, {})
-    assert "| sft | gsm8k | 42.0% | 35.4% - 48.9% | 84 / 200 |" in markdown
-    assert len([line for line in markdown.splitlines() if line.startswith("| ")]) == 1 + 4  # header + rows
+    assert markdown.splitlines()[0] == "| model | gsm8k (n=200) | cmath (n=200) | trained from | steps | tokens | seconds |"
+    assert "| sft | 42.0% (35.4–48.9) | 28.0% (22.2–34.6) | – | – | – | – |" in markdown
+    assert len([line for line in markdown.splitlines() if line.startswith("| ")]) == 1 + 2  # header + one per model
+
+
+def test_the_table_gives_each_models_training_cost_from_its_stage(eval_dir, tmp_path):
+    from mathpipe.report import MethodCost, training_costs
+
+    (tmp_path / "base.json").write_text(json.dumps({"pretrain_steps": 628, "pretrain_tokens": 1443972,
+                                                    "pretrain_seconds": 270.5}))
+    (tmp_path / "sft.json").write_text(json.dumps({"steps": 582, "train_tokens": 2_100_000, "train_seconds": 240.4}))
+    costs = training_costs({
+        "base": MethodCost(str(tmp_path / "base.json"), steps="pretrain_steps", tokens="pretrain_tokens",
+                           seconds="pretrain_seconds"),
+        "sft": MethodCost(str(tmp_path / "sft.json"), starts_from="base")})
+    markdown = render_markdown(accuracy_table(["base", "sft"], ["gsm8k", "cmath"], eval_dir), {}, costs)
+    assert "| base | 6.5% (3.8–10.8) | 5.5% (3.1–9.6) | – | 628 | 1,443,972 | 270 |" in markdown
+    assert "| sft | 42.0% (35.4–48.9) | 28.0% (22.2–34.6) | base | 582 | 2,100,000 | 240 |" in markdown
+    with pytest.raises(DataError, match=r"sft.json: missing key 'train_tokens'"):
+        (tmp_path / "sft.json").write_text(json.dumps({"steps": 582, "train_seconds": 240.4}))
+        training_costs({"sft": MethodCost(str(tmp_path / "sft.json"))})
 
 
 def test_a_missing_evaluation_is_named(eval_dir):
