@@ -111,7 +111,7 @@ def load_pair_splits(src: PairSource, prefix: str, max_train: int | None, max_va
 def run_dpo(cfg: DPOStageConfig, prefix: str = "dpo", chat_template_kwargs: dict | None = None) -> dict:
     from trl import DPOTrainer
 
-    from mathpipe.models import load_causal_lm, load_tokenizer, require_model_dir
+    from mathpipe.models import load_tokenizer, require_model_dir
 
     model_dir = require_model_dir(cfg.model)
     train_rows, val_rows = load_pair_splits(cfg.pairs, f"{prefix}.pairs", cfg.max_train_samples, cfg.max_val_samples,
@@ -121,13 +121,9 @@ def run_dpo(cfg: DPOStageConfig, prefix: str = "dpo", chat_template_kwargs: dict
     args = cfg.arguments(prefix, device, has_eval=bool(val_rows))
     longest = training.check_pairs_fit(tokenizer, train_rows + val_rows, args.max_length,
                                        f"{prefix}.train.max_length", chat_template_kwargs)
-    model = load_causal_lm(model_dir, dtype=cfg.dtype, device=device, trust_remote_code=cfg.trust_remote_code)
-    model.train()
     run = training.run_trainer(
-        cfg, prefix, DPOTrainer, args, model, tokenizer,
-        training.trainer_dataset(train_rows, chat_template_kwargs),
-        training.trainer_dataset(val_rows, chat_template_kwargs),
-        fingerprint_parts=(train_rows, val_rows, chat_template_kwargs or {}), code_files=(__file__,),
+        cfg, prefix, DPOTrainer, args, training.policy_model(cfg, device), tokenizer, train_rows, val_rows,
+        chat_template_kwargs=chat_template_kwargs, fingerprint_parts=(train_rows, val_rows), code_files=(__file__,),
         ref_model=None,  # with LoRA: the adapter-disabled model is the reference
     )
     held_out = run.eval_metrics

@@ -106,10 +106,9 @@ def group_statistics(log_history: list[dict]) -> dict:
 
 def run_grpo(cfg: GRPOStageConfig, prefix: str = "grpo", chat_template_kwargs: dict | None = None,
              callbacks: list | None = None) -> dict:
-    from datasets import Dataset
     from trl import GRPOTrainer
 
-    from mathpipe.models import load_causal_lm, load_tokenizer, require_model_dir
+    from mathpipe.models import load_tokenizer, require_model_dir
 
     model_dir = require_model_dir(cfg.model)
     rows = load_prompts(cfg)
@@ -121,10 +120,9 @@ def run_grpo(cfg: GRPOStageConfig, prefix: str = "grpo", chat_template_kwargs: d
     check_completion_length(model_dir, args.max_completion_length, prefix, cfg.trust_remote_code)
     funcs, _ = reward_functions(cfg.rewards, args.max_completion_length, end_ids, thinking_opened)
 
-    model = load_causal_lm(model_dir, dtype=cfg.dtype, device=device, trust_remote_code=cfg.trust_remote_code)
-    model.train()
+    # The template kwargs reach GRPOTrainer through args (chat_template_kwargs), not per row.
     run = training.run_trainer(
-        cfg, prefix, GRPOTrainer, args, model, tokenizer, Dataset.from_list(rows),
+        cfg, prefix, GRPOTrainer, args, training.policy_model(cfg, device), tokenizer, rows,
         fingerprint_parts=(rows, chat_template_kwargs or {}),
         code_files=(__file__, Path(__file__).with_name("rewards.py")), callbacks=callbacks or (),
         reward_funcs=funcs,

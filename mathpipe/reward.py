@@ -177,14 +177,10 @@ def run_reward_model(cfg: RewardStageConfig, prefix: str = "reward_model",
         trust_remote_code=cfg.trust_remote_code,
     )
     model.config.pad_token_id = tokenizer.pad_token_id
-    run = training.run_trainer(
-        cfg, prefix, RewardTrainer, args, model, tokenizer,
-        training.trainer_dataset(train_rows, chat_template_kwargs),
-        training.trainer_dataset(val_rows, chat_template_kwargs),
-        fingerprint_parts=(training.file_digest(cfg.train_file), training.file_digest(cfg.val_file),
-                           chat_template_kwargs or {}),
-        code_files=(__file__,), task_type="SEQ_CLS", save=False,
-    )
+    data = (training.file_digest(cfg.train_file), training.file_digest(cfg.val_file))
+    run = training.run_trainer(cfg, prefix, RewardTrainer, args, model, tokenizer, train_rows, val_rows,
+                               chat_template_kwargs=chat_template_kwargs, fingerprint_parts=data,
+                               code_files=(__file__,), task_type="SEQ_CLS", save=False)
     state = training.distributed_state()
     state.wait_for_everyone()
     if not state.is_main_process:  # DDP: every process holds the same weights; the main one writes them

@@ -97,7 +97,7 @@ def run_sft(cfg: SFTStageConfig, prefix: str = "sft", callbacks: list | None = N
             chat_template_kwargs: dict | None = None) -> dict:
     from trl import SFTTrainer
 
-    from mathpipe.models import load_causal_lm, require_model_dir
+    from mathpipe.models import require_model_dir
 
     model_dir = require_model_dir(cfg.model)
     train_rows = load_messages(cfg.train_file, cfg.max_train_samples)
@@ -105,14 +105,9 @@ def run_sft(cfg: SFTStageConfig, prefix: str = "sft", callbacks: list | None = N
     tokenizer = training_tokenizer(str(model_dir), cfg, prefix)
     device = training.training_device()
     args = cfg.arguments(prefix, device, has_eval=bool(val_rows))
-    model = load_causal_lm(model_dir, dtype=cfg.dtype, device=device, trust_remote_code=cfg.trust_remote_code)
-    model.train()
     run = training.run_trainer(
-        cfg, prefix, SFTTrainer, args, model, tokenizer,
-        training.trainer_dataset(train_rows, chat_template_kwargs),
-        training.trainer_dataset(val_rows, chat_template_kwargs),
-        fingerprint_parts=(training.file_digest(cfg.train_file), training.file_digest(cfg.val_file),
-                           chat_template_kwargs or {}),
-        code_files=(__file__,), callbacks=callbacks or (),
+        cfg, prefix, SFTTrainer, args, training.policy_model(cfg, device), tokenizer, train_rows, val_rows,
+        chat_template_kwargs=chat_template_kwargs, code_files=(__file__,), callbacks=callbacks or (),
+        fingerprint_parts=(training.file_digest(cfg.train_file), training.file_digest(cfg.val_file)),
     )
     return {**run.summary, "train_records": len(train_rows), "val_records": len(val_rows)}

@@ -351,20 +351,31 @@ class TrainingRun:
     summary: dict
 
 
-def run_trainer(cfg: TrainerStage, prefix: str, trainer_class, args, model, tokenizer, train_dataset,
-                eval_dataset=None, *, fingerprint_parts: tuple = (), code_files: tuple = (),
-                task_type: str = "CAUSAL_LM", callbacks: tuple | list = (), save: bool = True,
-                **trainer_extra) -> TrainingRun:
-    """LoRA, resume, train, evaluate, save: the part every trainer stage shares.
+def policy_model(cfg: TrainerStage, device: str):
+    """cfg.model as a causal LM in training mode, in cfg.dtype on `device`."""
+    from mathpipe.models import load_causal_lm
 
-    `fingerprint_parts` (the data, the template kwargs) and `code_files` (the stage's module) decide,
-    with cfg and the model's origin, which checkpoints may be resumed from. With save=False the stage
-    writes cfg.out_dir itself (and clears the checkpoints after)."""
+    model = load_causal_lm(cfg.model, dtype=cfg.dtype, device=device, trust_remote_code=cfg.trust_remote_code)
+    model.train()
+    return model
+
+
+def run_trainer(cfg: TrainerStage, prefix: str, trainer_class, args, model, tokenizer, train_rows: list[dict],
+                val_rows: list[dict] | None = None, *, chat_template_kwargs: dict | None = None,
+                fingerprint_parts: tuple = (), code_files: tuple = (), task_type: str = "CAUSAL_LM",
+                callbacks: tuple | list = (), save: bool = True, **trainer_extra) -> TrainingRun:
+    """LoRA, resume, train, evaluate (when there are val_rows), save: what every trainer stage shares.
+
+    `fingerprint_parts` (the data, or digests of its files) and `code_files` (the stage's module)
+    decide, with cfg, the template kwargs and the model's origin, which checkpoints may be resumed
+    from. With save=False the stage writes cfg.out_dir itself (and clears the checkpoints after)."""
     from mathpipe.models import read_origin
 
+    train_dataset = trainer_dataset(train_rows, chat_template_kwargs)
+    eval_dataset = trainer_dataset(val_rows or [], chat_template_kwargs)
     peft_config = lora_config(model, cfg.lora, f"{prefix}.lora", task_type=task_type)
     code = code_digest(__file__, *code_files)
-    fingerprint = run_fingerprint(cfg, code, read_origin(cfg.model), *fingerprint_parts)
+    fingerprint = run_fingerprint(cfg, code, read_origin(cfg.model), *fingerprint_parts, chat_template_kwargs or {})
     resume = prepare_checkpoints_everywhere(Path(cfg.checkpoint_dir), fingerprint)
     trainer = trainer_class(
         model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
