@@ -71,9 +71,9 @@ class MethodCost:
 
     metrics: str
     starts_from: str | None = None  # the model it was trained from (null: from scratch)
-    steps: str = "steps"  # keys in that file
-    tokens: str = "train_tokens"
-    seconds: str = "train_seconds"
+    steps: str | None = "steps"  # keys in that file; null: not trained here (a Hub base model)
+    tokens: str | None = "train_tokens"
+    seconds: str | None = "train_seconds"
 
 
 @dataclass
@@ -116,7 +116,8 @@ def training_costs(methods: dict[str, MethodCost]) -> dict[str, dict]:
         path = require_file(source.metrics, f"{model} training metrics (report.methods)")
         metrics = read_json(path)
         costs[model] = {"starts_from": source.starts_from,
-                        **{k: _lookup(metrics, getattr(source, k), path) for k in ("steps", "tokens", "seconds")}}
+                        **{k: None if getattr(source, k) is None else _lookup(metrics, getattr(source, k), path)
+                           for k in ("steps", "tokens", "seconds")}}
     return costs
 
 

@@ -61,6 +61,8 @@ def test_the_table_gives_each_models_training_cost_from_its_stage(eval_dir, tmp_
     markdown = render_markdown(accuracy_table(["base", "sft"], ["gsm8k", "cmath"], eval_dir), {}, costs)
     assert "| base | 6.5% (3.8–10.8) | 5.5% (3.1–9.6) | – | 628 | 1,443,972 | 270 |" in markdown
     assert "| sft | 42.0% (35.4–48.9) | 28.0% (22.2–34.6) | base | 582 | 2,100,000 | 240 |" in markdown
+    hub_base = training_costs({"base": MethodCost(str(tmp_path / "sft.json"), steps=None, tokens=None, seconds=None)})
+    assert hub_base["base"] == {"starts_from": None, "steps": None, "tokens": None, "seconds": None}  # not trained here
     with pytest.raises(DataError, match=r"sft.json: missing key 'train_tokens'"):
         (tmp_path / "sft.json").write_text(json.dumps({"steps": 582, "train_seconds": 240.4}))
         training_costs({"sft": MethodCost(str(tmp_path / "sft.json"))})
