@@ -51,14 +51,14 @@ run: setup  ## reproduce the whole pipeline (dvc repro); PROFILE=qwen3-0.6b runs
 ifeq ($(PROFILE),)
 	$(DVC) repro
 else
-	$(BIN)/python -m mathpipe.run_profile run $(PROFILE)
+	$(BIN)/python -m mathpipe.tools.run_profile run $(PROFILE)
 endif
 
 rehearse: setup  ## the qwen3 profile's code path on CPU: a Qwen3-0.6B-shaped model from a local Hub cache -> metrics/bench/rehearsal.json
-	$(BIN)/python -m mathpipe.rehearsal run
+	$(BIN)/python -m mathpipe.tools.rehearsal run
 
 dry-run: setup  ## check params (and PROFILE=<name>) offline: keys, model shape, data schemas, memory estimate
-	$(BIN)/python -m mathpipe.dry_run $(PROFILE)
+	$(BIN)/python -m mathpipe.tools.dry_run $(PROFILE)
 
 lint: setup  ## ruff over the whole tree (rules in pyproject.toml)
 	$(BIN)/ruff check .
@@ -91,9 +91,9 @@ diff: setup  ## compare metrics and params with a git revision: make diff REV=HE
 	$(DVC) params diff $(REV)
 
 # DVC's default page loads Vega from a CDN; this template inlines it (fetched once with npm) so the
-# page draws its charts with no network (mathpipe/report_page.py).
+# page draws its charts with no network (mathpipe/evaluation/report_page.py).
 PAGE_TEMPLATE := $(REPORT_DIR)/.offline-template.html
-RENDER_PAGE = $(BIN)/python -m mathpipe.report_page $(PAGE_TEMPLATE) $(VENV)/vega && \
+RENDER_PAGE = $(BIN)/python -m mathpipe.evaluation.report_page $(PAGE_TEMPLATE) $(VENV)/vega && \
               $(DVC) plots show -o $(REPORT_DIR) --html-template $(PAGE_TEMPLATE)
 
 plots: setup  ## render the DVC plots of the workspace to one HTML page that needs no network
@@ -101,7 +101,7 @@ plots: setup  ## render the DVC plots of the workspace to one HTML page that nee
 
 report: run  ## bring the pipeline up to date, copy the results table into README.md, render every plot to one offline page
 	@$(RENDER_PAGE) > /dev/null
-	@$(BIN)/python -m mathpipe.readme
+	@$(BIN)/python -m mathpipe.tools.readme
 	@cat metrics/report.md
 	@echo
 	@echo "report: $(abspath $(REPORT_DIR))/index.html"

@@ -26,12 +26,12 @@ from pathlib import Path
 import torch
 
 from mathpipe import prompts
-from mathpipe.base_model import count_saved_parameters
 from mathpipe.cli import run_stage
 from mathpipe.generation import EngineSettings, GenerationSettings, make_generator
 from mathpipe.io import read_jsonl, write_json
 from mathpipe.models import load_tokenizer
-from mathpipe.tiny_model import TinyModelConfig, build_model
+from mathpipe.training.base_model import count_saved_parameters
+from mathpipe.training.tiny_model import TinyModelConfig, build_model
 
 log = logging.getLogger("benchmarks.generation")
 

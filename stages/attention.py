@@ -14,11 +14,11 @@ import argparse
 import logging
 from pathlib import Path
 
-from mathpipe import plotting
-from mathpipe.attention import AttentionConfig, layer_stem, record_attention, resolve_heads, window_bounds
 from mathpipe.cli import run_stage
 from mathpipe.config import load_section
 from mathpipe.errors import ConfigError
+from mathpipe.evaluation import plotting
+from mathpipe.evaluation.attention import AttentionConfig, layer_stem, record_attention, resolve_heads, window_bounds
 from mathpipe.io import atomic_dir
 from mathpipe.models import require_model_dir
 from mathpipe.prompts import PromptConfig

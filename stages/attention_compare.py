@@ -10,10 +10,10 @@ plots/attention/compare/png/<prompt>_<layer>.png (and svg/). The report copies s
 import logging
 from pathlib import Path
 
-from mathpipe import plotting
-from mathpipe.attention import AttentionConfig, AttentionRecord, layer_stem, window_bounds
 from mathpipe.cli import run_stage
 from mathpipe.config import load_section
+from mathpipe.evaluation import plotting
+from mathpipe.evaluation.attention import AttentionConfig, AttentionRecord, layer_stem, window_bounds
 from mathpipe.io import atomic_dir
 
 log = logging.getLogger("stages.attention_compare")

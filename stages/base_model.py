@@ -5,10 +5,10 @@
 
 import logging
 
-from mathpipe.base_model import BaseModelConfig, build_base_model
 from mathpipe.cli import run_stage
 from mathpipe.config import load_section
 from mathpipe.io import write_json
+from mathpipe.training.base_model import BaseModelConfig, build_base_model
 
 log = logging.getLogger("stages.base_model")
 

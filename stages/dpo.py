@@ -11,10 +11,10 @@ import logging
 
 from mathpipe.cli import run_stage
 from mathpipe.config import load_section
-from mathpipe.dpo import DPOStageConfig, run_dpo
 from mathpipe.io import write_json
-from mathpipe.launch import enter_launch, is_main_process
 from mathpipe.prompts import PromptConfig
+from mathpipe.training.dpo import DPOStageConfig, run_dpo
+from mathpipe.training.launch import enter_launch, is_main_process
 
 log = logging.getLogger("stages.dpo")
 

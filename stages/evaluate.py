@@ -18,7 +18,7 @@ from mathpipe import prompts
 from mathpipe.cli import run_stage
 from mathpipe.config import load_section
 from mathpipe.errors import ConfigError
-from mathpipe.evaluation import EvaluateConfig, evaluate_model
+from mathpipe.evaluation.evaluate import EvaluateConfig, evaluate_model
 from mathpipe.io import write_json, write_jsonl
 
 log = logging.getLogger("stages.evaluate")

@@ -14,8 +14,8 @@ from mathpipe.cli import run_stage
 from mathpipe.config import load_section
 from mathpipe.errors import ConfigError
 from mathpipe.io import write_json
-from mathpipe.merge import MergeConfig, merge_adapter
 from mathpipe.prompts import PromptConfig
+from mathpipe.training.merge import MergeConfig, merge_adapter
 
 
 def main() -> None:

@@ -14,7 +14,7 @@ from mathpipe.cli import run_stage
 from mathpipe.config import load_section
 from mathpipe.io import write_json
 from mathpipe.prompts import PromptConfig
-from mathpipe.rejection import RejectionConfig, run_rejection_sampling, write_outputs
+from mathpipe.training.rejection_sampling import RejectionConfig, run_rejection_sampling, write_outputs
 
 log = logging.getLogger("stages.rejection_sampling")
 

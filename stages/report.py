@@ -13,11 +13,11 @@ git, so the README can show them.
 import logging
 from pathlib import Path
 
-from mathpipe.attention import AttentionConfig
 from mathpipe.cli import run_stage
 from mathpipe.config import load_section
-from mathpipe.evaluation import EvaluateConfig
-from mathpipe.report import ReportConfig, write_report
+from mathpipe.evaluation.attention import AttentionConfig
+from mathpipe.evaluation.evaluate import EvaluateConfig
+from mathpipe.evaluation.report import ReportConfig, write_report
 
 log = logging.getLogger("stages.report")
 

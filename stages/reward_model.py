@@ -13,9 +13,9 @@ import logging
 from mathpipe.cli import run_stage
 from mathpipe.config import load_section
 from mathpipe.io import write_json
-from mathpipe.launch import enter_launch, is_main_process
 from mathpipe.prompts import PromptConfig
-from mathpipe.reward import RewardStageConfig, run_reward_model
+from mathpipe.training.launch import enter_launch, is_main_process
+from mathpipe.training.reward_model import RewardStageConfig, run_reward_model
 
 log = logging.getLogger("stages.reward_model")
 

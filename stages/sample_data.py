@@ -8,7 +8,7 @@ from pathlib import Path
 
 from mathpipe.cli import run_stage
 from mathpipe.config import load_section
-from mathpipe.data.sample import SAMPLE_DIR, SampleConfig, write_sample_data
+from mathpipe.data.sample_data import SAMPLE_DIR, SampleConfig, write_sample_data
 
 log = logging.getLogger("stages.sample_data")
 

@@ -15,9 +15,9 @@ import logging
 from mathpipe.cli import run_stage
 from mathpipe.config import load_section
 from mathpipe.io import write_json
-from mathpipe.launch import enter_launch, is_main_process
 from mathpipe.prompts import PromptConfig
-from mathpipe.sft import SFTStageConfig, run_sft
+from mathpipe.training.launch import enter_launch, is_main_process
+from mathpipe.training.sft import SFTStageConfig, run_sft
 
 log = logging.getLogger("stages.sft")
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 
 from mathpipe.config import load_params
-from mathpipe.profile import load_profile, merge, params_overrides
+from mathpipe.tools.profile import load_profile, merge, params_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 # Stages whose outputs hash the same on every machine (README, "Reproducibility"); the tokenizer

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from mathpipe.base_model import BaseModelConfig, build_base_model
 from mathpipe.data.prepare import PrepareConfig
-from mathpipe.data.sample import SampleConfig, write_sample_data
-from mathpipe.pretrain import PretrainSettings
-from mathpipe.tiny_model import TinyModelConfig
+from mathpipe.data.sample_data import SampleConfig, write_sample_data
+from mathpipe.training.base_model import BaseModelConfig, build_base_model
+from mathpipe.training.pretrain import PretrainSettings
+from mathpipe.training.tiny_model import TinyModelConfig
 
 SMALL_SAMPLE = SampleConfig(n_train=200, n_gsm8k_test=20, n_cmath_test=20, n_math_test=20, n_gsm8k_train=20,
                             shards=2)
@@ -133,7 +133,7 @@ def prepare_config(sample_dir, tiny_model_dir):
     return make
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def prepared(tmp_path_factory, prepare_config):
     """prepare's outputs (SFT records, pairs, eval sets) from the sample, for the training tests."""
     from mathpipe.data.prepare import resolve_inputs, run_prepare
@@ -143,3 +143,14 @@ def prepared(tmp_path_factory, prepare_config):
     cfg = prepare_config(out)
     run_prepare(cfg, load_tokenizer(cfg.tokenizer), resolve_inputs(cfg))
     return out
+
+
+@pytest.fixture(scope="session")
+def sft_run(tmp_path_factory, tiny_model_dir, prepared):
+    """A 4-step LoRA SFT run on the prepared sample (tests/trainers.py's configuration): (config, summary)."""
+    from mathpipe.training.sft import run_sft
+    from tests.trainers import sft_config
+
+    tmp = tmp_path_factory.mktemp("sft")
+    cfg = sft_config(tmp, tiny_model_dir, prepared)
+    return cfg, run_sft(cfg)

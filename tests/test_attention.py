@@ -11,8 +11,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mathpipe import attention, plotting
-from mathpipe.attention import (
+from mathpipe.config import from_dict
+from mathpipe.errors import ConfigError
+from mathpipe.evaluation import attention, plotting
+from mathpipe.evaluation.attention import (
     AttentionConfig,
     AttentionRecord,
     WindowSettings,
@@ -21,8 +23,6 @@ from mathpipe.attention import (
     token_labels,
     window_bounds,
 )
-from mathpipe.config import from_dict
-from mathpipe.errors import ConfigError
 from mathpipe.models import load_causal_lm, load_tokenizer
 
 PROMPTS = {"en": "Tom has 3 apples and buys 4 more. How many apples does Tom have?",

@@ -11,15 +11,15 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mathpipe.base_model import BaseModelConfig
 from mathpipe.config import from_dict, load_params, load_section
 from mathpipe.data.prepare import Filters, PrepareConfig
-from mathpipe.data.sample import SampleConfig
+from mathpipe.data.sample_data import SampleConfig
 from mathpipe.errors import ConfigError, PipelineError
-from mathpipe.evaluation import EvaluateConfig
+from mathpipe.evaluation.evaluate import EvaluateConfig
 from mathpipe.generation import GenerationSettings
-from mathpipe.rejection import RejectionConfig
-from mathpipe.tiny_model import TinyModelConfig
+from mathpipe.training.base_model import BaseModelConfig
+from mathpipe.training.rejection_sampling import RejectionConfig
+from mathpipe.training.tiny_model import TinyModelConfig
 
 REPO = Path(__file__).resolve().parents[1]
 PARAMS = REPO / "params.yaml"

@@ -125,7 +125,7 @@ def test_optional_glob_and_hub_inputs_need_no_edit_of_dvc_yaml(tmp_path, overrid
 def test_the_real_profile_does_not_depend_on_the_generated_sample(tmp_path):
     """With a Hub model and Hub data, a change to sample.* must re-run sample_data alone, not download
     the model again and re-run everything after it."""
-    from mathpipe.profile import load_profile, params_overrides
+    from mathpipe.tools.profile import load_profile, params_overrides
 
     stages = rendered_stages(tmp_path, params_overrides(load_profile(str(ROOT / "profiles/qwen3-0.6b.yaml"))))
     sample = next(Path(out.fs_path) for stage in stages if stage.addressing.endswith("sample_data") for out in stage.outs)

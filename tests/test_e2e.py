@@ -22,9 +22,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mathpipe.attention import CONTINUATION
 from mathpipe.config import load_params
-from mathpipe.report_page import write_template
+from mathpipe.evaluation.attention import CONTINUATION
+from mathpipe.evaluation.report_page import write_template
 from tests.browser import charts_drawn, needs_chromium, needs_npm
 from tests.checkout import ROOT, STAGES_REPRODUCED_EXACTLY, apply_profile, commit, copy_checkout, outs_hashes, run
 

@@ -1,5 +1,5 @@
 """The generation interface (mathpipe.generation) on the tiny random model, and evaluation metrics
-(mathpipe.evaluation)."""
+(mathpipe.evaluation.evaluate)."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ from hypothesis import strategies as st
 
 from mathpipe import prompts
 from mathpipe.errors import PipelineError
-from mathpipe.evaluation import evaluate, wilson_interval
+from mathpipe.evaluation.evaluate import evaluate, wilson_interval
 from mathpipe.generation import Completion, EngineSettings, GenerationSettings, make_generator
 from mathpipe.generation.decoding import truncate_at_stop
 from mathpipe.generation.transformers_backend import TransformersGenerator
-from mathpipe.tiny_model import IM_START
+from mathpipe.training.tiny_model import IM_START
 
 N_PROMPTS = 12
 
@@ -295,7 +295,7 @@ def test_evaluate_metrics_from_scripted_outputs(tiny_tokenizer):
 
 
 def test_benchmarks_are_generated_in_one_call_and_scored_apart(tiny_tokenizer):
-    from mathpipe.evaluation import evaluate_benchmarks
+    from mathpipe.evaluation.evaluate import evaluate_benchmarks
 
     def rows(prefix, n):
         return [{"id": f"{prefix}{i}", "question": f"{prefix}: what is {i} + 1?", "gold": str(i + 1)} for i in range(n)]
@@ -330,7 +330,7 @@ class GroupedGenerator(ScriptedGenerator):
 
 
 def test_sampled_evaluation_reports_avg_maj_and_pass_at_n(tiny_tokenizer):
-    from mathpipe.evaluation import mean_interval
+    from mathpipe.evaluation.evaluate import mean_interval
 
     rows = [{"id": f"q{i}", "question": f"What is {i} + 1?", "gold": g} for i, g in enumerate(["1", "0.5", "3"])]
     c = lambda text, reason="stop": Completion(text, 5, reason)  # noqa: E731
@@ -358,7 +358,7 @@ def test_sampled_evaluation_reports_avg_maj_and_pass_at_n(tiny_tokenizer):
 @settings(max_examples=50, deadline=None)
 def test_avg_maj_pass_are_ordered_as_they_must_be(verdicts):
     """pass@n >= avg@n, pass@n >= maj@n, and every figure within its interval."""
-    from mathpipe.evaluation import score
+    from mathpipe.evaluation.evaluate import score
 
     groups = [[{"correct": ok, "extracted": "7" if ok else "8", "unfinished": None, "num_tokens": 1} for ok in g]
               for g in verdicts]

@@ -19,7 +19,7 @@ TRAIN = {"max_steps": 3, "per_device_train_batch_size": 2, "num_generations": 2,
 
 
 def grpo_config(tmp: Path, model: Path, prepared: Path, train: dict | None = None, **overrides):
-    from mathpipe.grpo import GRPOStageConfig
+    from mathpipe.training.grpo import GRPOStageConfig
 
     raw = {
         "model": str(model),
@@ -37,7 +37,7 @@ def grpo_config(tmp: Path, model: Path, prepared: Path, train: dict | None = Non
 
 
 def test_grpo_trains_an_adapter_and_logs_its_rewards(tmp_path, tiny_model_dir, prepared):
-    from mathpipe.grpo import run_grpo
+    from mathpipe.training.grpo import run_grpo
 
     summary = run_grpo(grpo_config(tmp_path, tiny_model_dir, prepared))
     assert summary["steps"] == 3 and summary["num_generations"] == 2
@@ -55,7 +55,7 @@ def test_grpo_trains_an_adapter_and_logs_its_rewards(tmp_path, tiny_model_dir, p
 def test_an_interrupted_grpo_run_resumes_from_its_last_checkpoint(tmp_path, tiny_model_dir, prepared):
     from transformers import TrainerCallback
 
-    from mathpipe.grpo import run_grpo
+    from mathpipe.training.grpo import run_grpo
 
     class Interrupt(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
@@ -82,7 +82,7 @@ def test_an_interrupted_grpo_run_resumes_from_its_last_checkpoint(tmp_path, tiny
     ({"max_completion_length": 100_000}, "grpo.train.max_completion_length"),
 ])
 def test_bad_grpo_parameters_name_their_key(tmp_path, tiny_model_dir, prepared, train, key):
-    from mathpipe.grpo import run_grpo
+    from mathpipe.training.grpo import run_grpo
 
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")) as error:
         run_grpo(grpo_config(tmp_path, tiny_model_dir, prepared, train=train))

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from mathpipe.base_model import BaseModelConfig, build_base_model
 from mathpipe.config import from_dict
 from mathpipe.data.prepare import PrepareConfig, resolve_inputs
 from mathpipe.errors import ConfigError, DataError, PipelineError
+from mathpipe.training.base_model import BaseModelConfig, build_base_model
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 

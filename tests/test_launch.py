@@ -8,11 +8,11 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from mathpipe import launch
 from mathpipe.config import from_dict
 from mathpipe.errors import ConfigError, PipelineError
-from mathpipe.launch import LaunchSettings
-from mathpipe.sft import SFTStageConfig
+from mathpipe.training import launch
+from mathpipe.training.launch import LaunchSettings
+from mathpipe.training.sft import SFTStageConfig
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
 

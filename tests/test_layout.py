@@ -4,6 +4,7 @@ name imported from another module."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,3 +71,47 @@ def test_no_private_name_is_imported_from_another_module():
     private = [f"{m} imports {n} from {target}" for m, edges in library_imports().items()
                for target, names in edges for n in names if n.startswith("_") and not n.startswith("__")]
     assert private == []
+
+
+# --- where a module belongs --------------------------------------------------------------------------
+# The rule: the top of the package is the ground every stage stands on (GROUND); every other module
+# lives in the subpackage of its concern. Layers import downwards or sideways, never upwards: the ground
+# knows no subpackage, data and generation know no trainer, training and evaluation know no tool.
+GROUND = {"cli", "config", "errors", "io", "prompts", "answers", "hub", "models"}
+LAYERS = {"ground": 0, "data": 1, "generation": 1, "training": 2, "evaluation": 2, "tools": 3}
+# A stage served by a library module of another name, and why.
+STAGE_MODULES = {"attention_compare": "attention"}  # one module draws a model's maps and their comparison
+
+
+def layer(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[1] in LAYERS else "ground"
+
+
+def test_the_top_of_the_package_holds_only_the_ground():
+    top = {p.stem for p in (ROOT / "mathpipe").glob("*.py")} - {"__init__"}
+    assert top - GROUND == set(), "a module of a subpackage's concern sits at the top of mathpipe/"
+    packages = {p.parent.name for p in (ROOT / "mathpipe").glob("*/__init__.py")}
+    assert packages == set(LAYERS) - {"ground"}
+
+
+def test_layers_import_downwards_only():
+    upward = [f"{m} imports {target}" for m, edges in library_imports().items() for target, _ in edges
+              if LAYERS[layer(target)] > LAYERS[layer(m)]]
+    assert upward == []
+
+
+def test_each_stage_has_a_library_module_of_its_name():
+    library = {p.stem for p in (ROOT / "mathpipe").rglob("*.py")}
+    stages = set(re.findall(r"python -m stages\.(\w+)", (ROOT / "dvc.yaml").read_text(encoding="utf-8")))
+    assert len(stages) > 10
+    missing = sorted(s for s in stages if STAGE_MODULES.get(s, s) not in library)
+    assert missing == []
+
+
+def test_the_readmes_code_map_names_files_that_exist():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### Code map", 1)[1].split("\n## ", 1)[0]
+    paths = re.findall(r"`((?:mathpipe|stages|tests|benchmarks)/[\w/.]+)`", section)
+    assert len(paths) > 20
+    assert [p for p in paths if not (ROOT / p).exists()] == []

@@ -1,5 +1,5 @@
-"""The tiny model and its tokenizer (mathpipe.tiny_model), the base_model stage's library
-(mathpipe.base_model) and model loading (mathpipe.models)."""
+"""The tiny model and its tokenizer (mathpipe.training.tiny_model), the base_model stage's library
+(mathpipe.training.base_model) and model loading (mathpipe.models)."""
 
 from __future__ import annotations
 
@@ -14,11 +14,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mathpipe import prompts
-from mathpipe.base_model import TOKENIZER_FILES, BaseModelConfig, build_base_model, fingerprint
 from mathpipe.config import from_dict
 from mathpipe.errors import ConfigError, PipelineError
 from mathpipe.models import ORIGIN_FILE, load_causal_lm, load_tokenizer, read_origin, resolve_dtype
-from mathpipe.tiny_model import IM_END, IM_START, PAD, build_model
+from mathpipe.training.base_model import TOKENIZER_FILES, BaseModelConfig, build_base_model, fingerprint
+from mathpipe.training.tiny_model import IM_END, IM_START, PAD, build_model
 
 TEXTS = [
     "Tom has 12 apples. He gives 5 to Anna. How many apples does Tom have now?",
@@ -194,7 +194,7 @@ def test_base_model_build_is_byte_identical(tiny_model_dir, sample_dir, tmp_path
 
 def test_pretraining_trains_on_every_token_of_every_text_and_its_eos(tiny_model_dir):
     """Each text is one sequence ending with EOS, every token of it counted once per epoch, no padding."""
-    from mathpipe.pretrain import PretrainSettings, pretrain
+    from mathpipe.training.pretrain import PretrainSettings, pretrain
 
     tokenizer = load_tokenizer(tiny_model_dir)
     texts = ["Tom has 3 apples.\n3 + 4 = 7", "小明有5本书。", "12 * 3 = 36, 36 / 4 = 9"] * 4  # unequal lengths: padded
@@ -208,8 +208,8 @@ def test_pretraining_trains_on_every_token_of_every_text_and_its_eos(tiny_model_
 
 def test_pretraining_learns_the_corpus_and_is_reproducible(tiny_model_dir, sample_dir, tmp_path):
     """Pre-training on the corpus text lowers its loss, records its figures, and is byte-identical twice."""
-    from mathpipe.base_model import pretraining_texts
-    from mathpipe.pretrain import PretrainSettings
+    from mathpipe.training.base_model import pretraining_texts
+    from mathpipe.training.pretrain import PretrainSettings
 
     settings = PretrainSettings(epochs=1, batch_size=16, learning_rate=3e-3)
     first = build_base_model(tiny_base_config(tmp_path / "a", sample_dir, pretrain=settings))

@@ -12,9 +12,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mathpipe.config import load_params, load_yaml
-from mathpipe.dry_run import dry_run
 from mathpipe.errors import ConfigError
-from mathpipe.profile import hydra_value, load_profile, merge, params_overrides, set_arguments
+from mathpipe.tools.dry_run import dry_run
+from mathpipe.tools.profile import hydra_value, load_profile, merge, params_overrides, set_arguments
 
 ROOT = Path(__file__).resolve().parents[1]
 QWEN = ROOT / "profiles" / "qwen3-0.6b.yaml"
@@ -140,7 +140,7 @@ def test_a_profile_run_starts_dvc_with_the_users_hub_setting_not_the_dry_runs(mo
     download (base_model and prepare from the Hub) unless the user said otherwise."""
     import os
 
-    from mathpipe import run_profile
+    from mathpipe.tools import run_profile
 
     monkeypatch.chdir(ROOT)
     if users_value is None:

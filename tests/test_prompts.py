@@ -11,9 +11,10 @@ import trl
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mathpipe import prompts, training
+from mathpipe import prompts
 from mathpipe.config import from_dict
 from mathpipe.errors import ConfigError
+from mathpipe.training import trainer
 
 QWEN3_TEMPLATES = Path(trl.__file__).parent / "chat_templates"
 OFF = {"enable_thinking": False}
@@ -87,16 +88,16 @@ def test_external_answers_render_like_sft_records_with_qwen3s_template(tiny_toke
 def test_template_kwargs_travel_with_every_training_example():
     rows = [{"prompt": [{"role": "user", "content": "q"}], "chosen": [], "rejected": []}]
     assert prompts.with_template_kwargs(rows, {}) is rows  # the default adds no column
-    dataset = training.trainer_dataset(rows, OFF)
-    assert dataset[0]["chat_template_kwargs"] == OFF and training.trainer_dataset([], OFF) is None
+    dataset = trainer.trainer_dataset(rows, OFF)
+    assert dataset[0]["chat_template_kwargs"] == OFF and trainer.trainer_dataset([], OFF) is None
 
 
 def test_trl_renders_the_dpo_prompt_with_the_switch(tiny_model_dir, tiny_tokenizer, tmp_path, monkeypatch):
     """The DPO stage's dataset as TRL tokenizes it: the prompt ends with the empty thinking block."""
     from trl import DPOTrainer
 
-    from mathpipe.dpo import DPOStageConfig, run_dpo
     from mathpipe.io import write_jsonl
+    from mathpipe.training.dpo import DPOStageConfig, run_dpo
 
     pair = {"prompt": prompts.messages("What is 6 * 7?"),
             "chosen": [{"role": "assistant", "content": prompts.response("6 * 7 = 42", "42", thinking=False)}],

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from mathpipe.errors import DataError
-from mathpipe.readme import BEGIN, END, accuracy_table, with_results
+from mathpipe.tools.readme import BEGIN, END, accuracy_table, with_results
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,4 +1,4 @@
-"""The rehearsal's local Hub cache (mathpipe/rehearsal.py): what the real profile's code path reads."""
+"""The rehearsal's local Hub cache (mathpipe/tools/rehearsal.py): what the real profile's code path reads."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from mathpipe import rehearsal
 from mathpipe.io import read_json
+from mathpipe.tools import rehearsal
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILD = {"layers": 1, "problems": 32}  # smaller than make rehearse's
@@ -51,7 +51,7 @@ def test_the_cache_is_laid_out_as_huggingface_hub_lays_it_out(cache):
 def test_a_cached_hub_model_loads_offline_through_base_model(offline_hub, tmp_path):
     """snapshot_download with local_dir never looks in the cache: base_model offline with the model
     cached failed until it downloaded through the cache."""
-    from mathpipe.base_model import BaseModelConfig, HubModel, build_base_model
+    from mathpipe.training.base_model import BaseModelConfig, HubModel, build_base_model
 
     cfg = BaseModelConfig(source="hub", hub=HubModel(rehearsal.MODEL_REPO, REVISION),
                           out_dir=str(tmp_path / "base"))

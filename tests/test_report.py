@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from mathpipe import plotting
 from mathpipe.config import from_dict
 from mathpipe.errors import ConfigError, DataError
-from mathpipe.evaluation import wilson_interval
-from mathpipe.report import (
+from mathpipe.evaluation import plotting
+from mathpipe.evaluation.evaluate import wilson_interval
+from mathpipe.evaluation.report import (
     ReportConfig,
     accuracy_table,
     read_loss_curves,
@@ -49,7 +49,7 @@ def test_the_table_has_every_model_on_every_benchmark_in_order(eval_dir):
 
 
 def test_the_table_gives_each_models_training_cost_from_its_stage(eval_dir, tmp_path):
-    from mathpipe.report import MethodCost, training_costs
+    from mathpipe.evaluation.report import MethodCost, training_costs
 
     (tmp_path / "base.json").write_text(json.dumps({"pretrain_steps": 628, "pretrain_tokens": 1443972,
                                                     "pretrain_seconds": 270.5}))

@@ -10,7 +10,14 @@ import pytest
 from dvc_render.vega import VegaRenderer
 
 from mathpipe.errors import PipelineError
-from mathpipe.report_page import BUNDLES, Bundle, integrity_of, offline_template, script_from_tarball, write_template
+from mathpipe.evaluation.report_page import (
+    BUNDLES,
+    Bundle,
+    integrity_of,
+    offline_template,
+    script_from_tarball,
+    write_template,
+)
 from tests.browser import charts_drawn, needs_chromium, needs_npm
 from tests.checkout import run
 

@@ -16,8 +16,8 @@ import json
 import pytest
 import yaml
 
-from mathpipe.base_model import BaseModelConfig, build_base_model
 from mathpipe.config import load_section
+from mathpipe.training.base_model import BaseModelConfig, build_base_model
 from tests.checkout import ROOT, STAGES_REPRODUCED_EXACTLY, copy_checkout, outs_hashes, run
 
 

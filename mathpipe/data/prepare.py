@@ -32,7 +32,7 @@ from mathpipe import prompts
 from mathpipe.answers import extract_gold, gold_is_checkable
 from mathpipe.config import check, check_positive, check_range
 from mathpipe.data import readers
-from mathpipe.data.sample import SAMPLE_DIR
+from mathpipe.data.sample_data import SAMPLE_DIR
 from mathpipe.errors import DataError
 from mathpipe.hub import check_revision, download
 from mathpipe.io import atomic_dir, write_jsonl

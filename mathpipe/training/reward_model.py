@@ -19,15 +19,16 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from mathpipe import prompts, training
+from mathpipe import prompts
 from mathpipe.config import check, check_positive
 from mathpipe.data.pairs import read_pairs
 from mathpipe.io import atomic_dir
+from mathpipe.training import trainer
 
 log = logging.getLogger(__name__)
 
 @dataclass
-class RewardStageConfig(training.TrainerStage):
+class RewardStageConfig(trainer.TrainerStage):
     model: str = "models/sft"  # the backbone: models/base or models/sft
     train_file: str = "data/prepared/pairs_train.jsonl"
     val_file: str = "data/prepared/pairs_val.jsonl"
@@ -166,9 +167,9 @@ def run_reward_model(cfg: RewardStageConfig, prefix: str = "reward_model",
     train_rows = load_pairs(cfg.train_file, cfg.max_train_samples)
     val_rows = load_pairs(cfg.val_file, cfg.max_val_samples)
     tokenizer = load_tokenizer(model_dir, trust_remote_code=cfg.trust_remote_code, padding_side="right")
-    device = training.training_device()
+    device = trainer.training_device()
     args = cfg.arguments(prefix, device)
-    longest = training.check_pairs_fit(tokenizer, train_rows + val_rows, args.max_length,
+    longest = trainer.check_pairs_fit(tokenizer, train_rows + val_rows, args.max_length,
                                        f"{prefix}.train.max_length", chat_template_kwargs)
     # The one-logit head is new and randomly initialised here, before the Trainer seeds anything.
     set_seed(args.seed)
@@ -177,11 +178,11 @@ def run_reward_model(cfg: RewardStageConfig, prefix: str = "reward_model",
         trust_remote_code=cfg.trust_remote_code,
     )
     model.config.pad_token_id = tokenizer.pad_token_id
-    data = (training.file_digest(cfg.train_file), training.file_digest(cfg.val_file))
-    run = training.run_trainer(cfg, prefix, RewardTrainer, args, model, tokenizer, train_rows, val_rows,
+    data = (trainer.file_digest(cfg.train_file), trainer.file_digest(cfg.val_file))
+    run = trainer.run_trainer(cfg, prefix, RewardTrainer, args, model, tokenizer, train_rows, val_rows,
                                chat_template_kwargs=chat_template_kwargs, fingerprint_parts=data,
                                code_files=(__file__,), task_type="SEQ_CLS", save=False)
-    state = training.distributed_state()
+    state = trainer.distributed_state()
     state.wait_for_everyone()
     if not state.is_main_process:  # DDP: every process holds the same weights; the main one writes them
         return {"processes": state.num_processes}
@@ -197,7 +198,7 @@ def run_reward_model(cfg: RewardStageConfig, prefix: str = "reward_model",
                               chat_template_kwargs=chat_template_kwargs)
         chosen = scorer.score([r["prompt"] for r in val_rows], [r["chosen"] for r in val_rows])
         rejected = scorer.score([r["prompt"] for r in val_rows], [r["rejected"] for r in val_rows])
-    training.clear_checkpoints(Path(cfg.checkpoint_dir))
+    trainer.clear_checkpoints(Path(cfg.checkpoint_dir))
     held_out = pairwise_metrics(chosen, rejected)
     if cfg.likelihood_baseline:
         # What the backbone already knows: a trained reward model should rank pairs at least this well.

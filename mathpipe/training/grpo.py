@@ -4,9 +4,9 @@
     summary = run_grpo(cfg)    # writes cfg.out_dir (the adapter), returns training figures
 
 Each step samples `num_generations` completions per prompt from the policy, scores them with the
-rewards of mathpipe.rewards (accuracy against the gold answer, format, overlong shaping) and moves the
+rewards of mathpipe.training.grpo_rewards (accuracy against the gold answer, format, overlong shaping) and moves the
 policy towards the completions that beat their group's mean. `grpo.train` holds GRPOConfig's own
-arguments, verbatim (mathpipe.trl_args): a TRL user's `num_generations`, `beta`, `loss_type`,
+arguments, verbatim (mathpipe.training.trl_args): a TRL user's `num_generations`, `beta`, `loss_type`,
 `scale_rewards`, `use_vllm`, ... work as TRL documents them. With LoRA and beta > 0, the reference
 policy is the same network with the adapter switched off.
 """
@@ -17,17 +17,18 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mathpipe import answers, prompts, training
+from mathpipe import answers, prompts
 from mathpipe.config import check
 from mathpipe.data.problems import read_problems
 from mathpipe.errors import ConfigError
-from mathpipe.rewards import RewardSettings, reward_functions
+from mathpipe.training import trainer
+from mathpipe.training.grpo_rewards import RewardSettings, reward_functions
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class GRPOStageConfig(training.TrainerStage):
+class GRPOStageConfig(trainer.TrainerStage):
     model: str = "models/sft"
     prompts_file: str = "data/prepared/sft_train.jsonl"  # problems with their gold answers
     max_prompts: int | None = None  # a seeded random subset (null: every prompt)
@@ -113,7 +114,7 @@ def run_grpo(cfg: GRPOStageConfig, prefix: str = "grpo", chat_template_kwargs: d
     model_dir = require_model_dir(cfg.model)
     rows = load_prompts(cfg)
     tokenizer = load_tokenizer(model_dir, trust_remote_code=cfg.trust_remote_code, padding_side="left")
-    device = training.training_device()
+    device = trainer.training_device()
     end_ids = {tokenizer.eos_token_id, tokenizer.pad_token_id} - {None}
     thinking_opened = answers.opens_thinking(prompts.render_prompt(tokenizer, "?", cfg.template, chat_template_kwargs))
     args = grpo_args(cfg, device, chat_template_kwargs, prefix)
@@ -121,10 +122,10 @@ def run_grpo(cfg: GRPOStageConfig, prefix: str = "grpo", chat_template_kwargs: d
     funcs, _ = reward_functions(cfg.rewards, args.max_completion_length, end_ids, thinking_opened)
 
     # The template kwargs reach GRPOTrainer through args (chat_template_kwargs), not per row.
-    run = training.run_trainer(
-        cfg, prefix, GRPOTrainer, args, training.policy_model(cfg, device), tokenizer, rows,
+    run = trainer.run_trainer(
+        cfg, prefix, GRPOTrainer, args, trainer.policy_model(cfg, device), tokenizer, rows,
         fingerprint_parts=(rows, chat_template_kwargs or {}),
-        code_files=(__file__, Path(__file__).with_name("rewards.py")), callbacks=callbacks or (),
+        code_files=(__file__, Path(__file__).with_name("grpo_rewards.py")), callbacks=callbacks or (),
         reward_funcs=funcs,
     )
     return {

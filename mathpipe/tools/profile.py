@@ -4,11 +4,11 @@
     merge(params, overrides)                # params with the profile applied; a typo is a ConfigError
     set_arguments(params, overrides)        # the `dvc exp run -S` arguments that apply it
 
-(mathpipe.run_profile starts the experiment; mathpipe.dry_run checks a profile offline.)
+(mathpipe.tools.run_profile starts the experiment; mathpipe.tools.dry_run checks a profile offline.)
 
 A profile mirrors params.yaml: the same sections and keys, only those that change. It is applied
 with `dvc exp run -S`, so params.yaml stays the default and `dvc exp show` lists the profile's run
-beside the others. Every key is validated (mathpipe.dry_run) before DVC starts.
+beside the others. Every key is validated (mathpipe.tools.dry_run) before DVC starts.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from mathpipe.errors import ConfigError
 PROFILES_DIR = Path("profiles")
 PROFILE_ONLY_KEYS = ("dry_run",)  # sections a profile may hold that are not params
 # Sections in a TRL config's own argument names: a profile may add any of them (the dry run checks
-# each against TRL's dataclass, mathpipe.trl_args), not only those params.yaml happens to set.
+# each against TRL's dataclass, mathpipe.training.trl_args), not only those params.yaml happens to set.
 TRL_ARGUMENT_SECTIONS = ("sft.train", "rft.train", "reward_model.train", "dpo.train", "grpo.train")
 
 

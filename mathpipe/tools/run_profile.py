@@ -1,7 +1,7 @@
 """Run or show a profile (profiles/<name>.yaml) as a DVC experiment, after its offline dry run.
 
-    python -m mathpipe.run_profile run qwen3-0.6b      # make run PROFILE=qwen3-0.6b: dvc exp run -n qwen3-0.6b -S ...
-    python -m mathpipe.run_profile show qwen3-0.6b     # the -S arguments, one per line
+    python -m mathpipe.tools.run_profile run qwen3-0.6b   # make run PROFILE=qwen3-0.6b: dvc exp run -S ...
+    python -m mathpipe.tools.run_profile show qwen3-0.6b  # the -S arguments, one per line
 
 The dry run sets HF_HUB_OFFLINE for itself only: `dvc exp run` starts with the user's environment.
 """
@@ -12,9 +12,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mathpipe.dry_run import dry_run
 from mathpipe.errors import ConfigError
-from mathpipe.profile import load_profile, merge, params_overrides, set_arguments
+from mathpipe.tools.dry_run import dry_run
+from mathpipe.tools.profile import load_profile, merge, params_overrides, set_arguments
 
 
 def main(argv: list[str] | None = None) -> int:

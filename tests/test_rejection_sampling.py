@@ -1,4 +1,4 @@
-"""Rejection sampling (mathpipe.rejection): metrics, selection rules, pairs, outputs and bad input.
+"""Rejection sampling (mathpipe.training.rejection_sampling): metrics, selection rules, pairs, outputs and bad input.
 
 The policy is scripted (known completions, some correct) so the selection can be checked exactly;
 the reward model is a real sequence-classification checkpoint scoring those texts.
@@ -13,14 +13,21 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mathpipe import rejection
-from mathpipe.base_model import build_base_model
 from mathpipe.config import from_dict
 from mathpipe.data.problems import read_problems
 from mathpipe.errors import ConfigError, DataError, PipelineError
 from mathpipe.generation import Completion
 from mathpipe.io import read_jsonl, write_jsonl
-from mathpipe.rejection import RejectionConfig, roc_auc, run_rejection_sampling, select, summarise, write_outputs
+from mathpipe.training import rejection_sampling
+from mathpipe.training.base_model import build_base_model
+from mathpipe.training.rejection_sampling import (
+    RejectionConfig,
+    roc_auc,
+    run_rejection_sampling,
+    select,
+    summarise,
+    write_outputs,
+)
 from tests.conftest import TINY, tiny_base_config
 
 # --- AUC ------------------------------------------------------------------------------------------------
@@ -73,16 +80,16 @@ def test_an_unfinished_sample_is_never_chosen_nor_rejected():
              sample("right", True, 1.0), sample("wrong", False, 0.0)]
     for rule in ("verified_reward", "reward", "verifier"):
         assert select(group, rule, None)["text"] == "right", rule
-    assert [s["text"] for s in rejection.rejected_for(group, select(group, "reward", None), 3)] == ["wrong"]
+    assert [s["text"] for s in rejection_sampling.rejected_for(group, select(group, "reward", None), 3)] == ["wrong"]
     assert select([sample("cut", False, 9.0, "length")], "reward", None) is None
     assert summarise([group], kept=1, pairs=1)["truncated_rate"] == 2 / 4
 
 
 def test_rejected_samples_are_the_lowest_reward_incorrect_ones():
     chosen = select(GROUP, "verified_reward", None)
-    assert [s["text"] for s in rejection.rejected_for(GROUP, chosen, 2)] == ["d", "e"]
+    assert [s["text"] for s in rejection_sampling.rejected_for(GROUP, chosen, 2)] == ["d", "e"]
     duplicates = [sample("c", False, -5.0), sample("d", False, -1.0), sample("d", False, -0.5)]
-    assert [s["text"] for s in rejection.rejected_for(duplicates, chosen, 3)] == ["d"]
+    assert [s["text"] for s in rejection_sampling.rejected_for(duplicates, chosen, 3)] == ["d"]
 
 
 def test_summary_metrics():
@@ -163,7 +170,7 @@ def make_config(tmp_path, prompt_rows, tiny_model_dir, reward_dir):
 @pytest.fixture
 def scripted(monkeypatch, prompt_rows, tiny_tokenizer):
     policy = ScriptedPolicy(tiny_tokenizer, {r["problem"]: r["answer"] for r in prompt_rows})
-    monkeypatch.setattr(rejection, "make_generator", lambda path, engine: policy)
+    monkeypatch.setattr(rejection_sampling, "make_generator", lambda path, engine: policy)
     return policy
 
 
@@ -209,7 +216,7 @@ def test_bad_input_fails_before_the_engine_starts(make_config, monkeypatch, tmp_
     def no_engine(*args):
         raise AssertionError("the engine must not start")
 
-    monkeypatch.setattr(rejection, "make_generator", no_engine)
+    monkeypatch.setattr(rejection_sampling, "make_generator", no_engine)
     with pytest.raises(PipelineError, match="model not found: .*nope"):
         run_rejection_sampling(make_config(reward_model=str(tmp_path / "nope")))
     with pytest.raises(DataError, match="missing.jsonl"):

@@ -14,10 +14,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from mathpipe import training
 from mathpipe.config import check
 from mathpipe.errors import ConfigError, DataError
 from mathpipe.io import read_jsonl
+from mathpipe.training import trainer
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ _GENERATION_TAG = re.compile(r"\{%-?\s*generation\s*-?%\}")
 
 
 @dataclass
-class SFTStageConfig(training.TrainerStage):
+class SFTStageConfig(trainer.TrainerStage):
     model: str = "models/base"
     train_file: str = "data/prepared/sft_train.jsonl"
     val_file: str | None = "data/prepared/sft_val.jsonl"
@@ -103,11 +103,11 @@ def run_sft(cfg: SFTStageConfig, prefix: str = "sft", callbacks: list | None = N
     train_rows = load_messages(cfg.train_file, cfg.max_train_samples)
     val_rows = load_messages(cfg.val_file, cfg.max_val_samples) if cfg.val_file else []
     tokenizer = training_tokenizer(str(model_dir), cfg, prefix)
-    device = training.training_device()
+    device = trainer.training_device()
     args = cfg.arguments(prefix, device, has_eval=bool(val_rows))
-    run = training.run_trainer(
-        cfg, prefix, SFTTrainer, args, training.policy_model(cfg, device), tokenizer, train_rows, val_rows,
+    run = trainer.run_trainer(
+        cfg, prefix, SFTTrainer, args, trainer.policy_model(cfg, device), tokenizer, train_rows, val_rows,
         chat_template_kwargs=chat_template_kwargs, code_files=(__file__,), callbacks=callbacks or (),
-        fingerprint_parts=(training.file_digest(cfg.train_file), training.file_digest(cfg.val_file)),
+        fingerprint_parts=(trainer.file_digest(cfg.train_file), trainer.file_digest(cfg.val_file)),
     )
     return {**run.summary, "train_records": len(train_rows), "val_records": len(val_rows)}

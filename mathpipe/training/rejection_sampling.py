@@ -182,7 +182,7 @@ def sample(cfg: RejectionConfig, rows: list[dict],
 
 def score(cfg: RejectionConfig, samples: list[dict], chat_template_kwargs: dict | None = None) -> float:
     """Adds each sample's reward; returns the seconds it took."""
-    from mathpipe.reward import RewardScorer  # transformers' model classes: import only when needed
+    from mathpipe.training.reward_model import RewardScorer  # transformers' model classes: import only when needed
 
     scorer = RewardScorer(cfg.reward_model, batch_size=cfg.score_batch_size, dtype=cfg.engine.dtype,
                           trust_remote_code=cfg.engine.trust_remote_code, chat_template_kwargs=chat_template_kwargs)

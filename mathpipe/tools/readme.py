@@ -1,6 +1,6 @@
 """Keep the README's results table the one the report stage wrote, by construction.
 
-    python -m mathpipe.readme          # make report runs it: README.md's table <- metrics/report.md
+    python -m mathpipe.tools.readme          # make report runs it: README.md's table <- metrics/report.md
 
 The table sits in README.md between two markers; this copies the accuracy table (the first table
 of metrics/report.md) in between, so the README never shows figures the committed run did not

@@ -14,12 +14,13 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mathpipe import prompts, training
+from mathpipe import prompts
 from mathpipe.config import check, check_range
 from mathpipe.data import pairs as pair_formats
 from mathpipe.data import readers
 from mathpipe.data.prepare import HubFiles, download_files, is_validation
 from mathpipe.errors import DataError
+from mathpipe.training import trainer
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ class PairSource:
 
 
 @dataclass
-class DPOStageConfig(training.TrainerStage):
+class DPOStageConfig(trainer.TrainerStage):
     model: str = "models/sft"
     pairs: PairSource = field(default_factory=PairSource)
     max_train_samples: int | None = None
@@ -117,12 +118,12 @@ def run_dpo(cfg: DPOStageConfig, prefix: str = "dpo", chat_template_kwargs: dict
     train_rows, val_rows = load_pair_splits(cfg.pairs, f"{prefix}.pairs", cfg.max_train_samples, cfg.max_val_samples,
                                             prompts.thinking(chat_template_kwargs))
     tokenizer = load_tokenizer(model_dir, trust_remote_code=cfg.trust_remote_code, padding_side="right")
-    device = training.training_device()
+    device = trainer.training_device()
     args = cfg.arguments(prefix, device, has_eval=bool(val_rows))
-    longest = training.check_pairs_fit(tokenizer, train_rows + val_rows, args.max_length,
+    longest = trainer.check_pairs_fit(tokenizer, train_rows + val_rows, args.max_length,
                                        f"{prefix}.train.max_length", chat_template_kwargs)
-    run = training.run_trainer(
-        cfg, prefix, DPOTrainer, args, training.policy_model(cfg, device), tokenizer, train_rows, val_rows,
+    run = trainer.run_trainer(
+        cfg, prefix, DPOTrainer, args, trainer.policy_model(cfg, device), tokenizer, train_rows, val_rows,
         chat_template_kwargs=chat_template_kwargs, fingerprint_parts=(train_rows, val_rows), code_files=(__file__,),
         ref_model=None,  # with LoRA: the adapter-disabled model is the reference
     )

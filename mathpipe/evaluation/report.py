@@ -229,7 +229,7 @@ def write_report(cfg: ReportConfig, models: list[str], benchmarks: list[str], me
     """The report stage's outputs: the table (markdown and JSON) and, under cfg.plots_dir, the accuracy
     chart, the loss and reward curves and copies of the attention comparisons. Returns the markdown.
     Every input is checked before anything is written."""
-    from mathpipe import plotting
+    from mathpipe.evaluation import plotting
 
     figures = [require_file(Path(compare_dir) / f"{stem}.png", "attention figure (report.attention_figures)")
                for stem in cfg.attention_figures]

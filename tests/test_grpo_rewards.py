@@ -5,7 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mathpipe.errors import ConfigError
-from mathpipe.rewards import RewardSettings, overlong_penalty, reward_functions
+from mathpipe.training.grpo_rewards import RewardSettings, overlong_penalty, reward_functions
 
 EOS = 2
 FINISHED = "<think>\n12 + 7 = 19, and 19 * 2 = 38.\n</think>\n\nThe answer is \\boxed{38}."

@@ -1,6 +1,6 @@
 """Check a profile offline, before anything is downloaded: params, the model's shape, data schemas.
 
-    python -m mathpipe.dry_run qwen3-0.6b        # make dry-run PROFILE=qwen3-0.6b
+    python -m mathpipe.tools.dry_run qwen3-0.6b        # make dry-run PROFILE=qwen3-0.6b
 
 1. params.yaml with the profile applied: every key exists, every section validates (types,
    ranges, pinned 40-character revisions, accelerate config files, chat templates).
@@ -29,9 +29,9 @@ from pathlib import Path
 from mathpipe.config import from_dict, load_params
 from mathpipe.errors import ConfigError, PipelineError
 from mathpipe.io import read_json
-from mathpipe.profile import load_profile, merge, params_overrides
+from mathpipe.tools.profile import load_profile, merge, params_overrides
 
-log = logging.getLogger("mathpipe.dry_run")
+log = logging.getLogger("mathpipe.tools.dry_run")
 
 OFFLINE_ENV = "HF_HUB_OFFLINE"
 GIB = 1024**3
@@ -70,19 +70,19 @@ def check_pair_lengths(configs: dict) -> str:
 
 def section_configs(params: dict) -> dict:
     """Every stage's parameter section, parsed and validated: errors name the key."""
-    from mathpipe.attention import AttentionConfig
-    from mathpipe.base_model import BaseModelConfig
     from mathpipe.data.prepare import PrepareConfig
-    from mathpipe.data.sample import SampleConfig
-    from mathpipe.dpo import DPOStageConfig
-    from mathpipe.evaluation import EvaluateConfig
-    from mathpipe.grpo import GRPOStageConfig
-    from mathpipe.merge import MergeConfig
+    from mathpipe.data.sample_data import SampleConfig
+    from mathpipe.evaluation.attention import AttentionConfig
+    from mathpipe.evaluation.evaluate import EvaluateConfig
+    from mathpipe.evaluation.report import ReportConfig
     from mathpipe.prompts import PromptConfig
-    from mathpipe.rejection import RejectionConfig
-    from mathpipe.report import ReportConfig
-    from mathpipe.reward import RewardStageConfig
-    from mathpipe.sft import SFTStageConfig, chat_template_file
+    from mathpipe.training.base_model import BaseModelConfig
+    from mathpipe.training.dpo import DPOStageConfig
+    from mathpipe.training.grpo import GRPOStageConfig
+    from mathpipe.training.merge import MergeConfig
+    from mathpipe.training.rejection_sampling import RejectionConfig
+    from mathpipe.training.reward_model import RewardStageConfig
+    from mathpipe.training.sft import SFTStageConfig, chat_template_file
 
     classes = {"prompt": PromptConfig, "sample": SampleConfig, "base_model": BaseModelConfig, "prepare": PrepareConfig,
                "sft": SFTStageConfig, "reward_model": RewardStageConfig, "rejection_sampling": RejectionConfig,
@@ -133,7 +133,7 @@ def trainer_arguments(configs: dict, name: str):
     combination TRL refuses stops here. Built for the CPU: TRL's checks do not depend on the device
     (the one that does, bf16 without a GPU, would fail a GPU profile on the machine that checks it)."""
     if name == "grpo":
-        from mathpipe.grpo import grpo_args
+        from mathpipe.training.grpo import grpo_args
 
         return grpo_args(configs[name], "cpu", None, name)
     return configs[name].arguments(name, "cpu")
@@ -141,8 +141,8 @@ def trainer_arguments(configs: dict, name: str):
 
 def check_model(configs: dict, cfg, causal, classifier, gpus_available: int) -> list[str]:
     """LoRA targets, attention layers and heads, lengths: every one names its key when wrong."""
-    from mathpipe.attention import resolve_heads, resolve_layers
-    from mathpipe.training import lora_config
+    from mathpipe.evaluation.attention import resolve_heads, resolve_layers
+    from mathpipe.training.trainer import lora_config
 
     lines = []
     for name, model, task in (("sft", causal, "CAUSAL_LM"), ("reward_model", classifier, "SEQ_CLS"),

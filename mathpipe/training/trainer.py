@@ -32,8 +32,8 @@ from mathpipe import prompts
 from mathpipe.config import check, check_positive, check_range
 from mathpipe.errors import ConfigError, PipelineError
 from mathpipe.io import read_json, write_json
-from mathpipe.launch import LaunchSettings, distributed_state, is_main_process
-from mathpipe.trl_args import check_arguments, trl_config
+from mathpipe.training.launch import LaunchSettings, distributed_state, is_main_process
+from mathpipe.training.trl_args import check_arguments, trl_config
 
 log = logging.getLogger(__name__)
 

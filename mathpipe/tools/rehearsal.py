@@ -2,8 +2,8 @@
 and data in the real schemas at real lengths, for profiles/qwen3-rehearsal.yaml.
 
     make rehearse                                   # builds the cache, then runs the profile through it
-    python -m mathpipe.rehearsal build --cache .rehearsal/hub --layers 2
-    python -m mathpipe.rehearsal run               # what `make rehearse` runs: build, then the profile
+    python -m mathpipe.tools.rehearsal build --cache .rehearsal/hub --layers 2
+    python -m mathpipe.tools.rehearsal run               # what `make rehearse` runs: build, then the profile
 
 The model has Qwen3-0.6B's `config.json` (hidden 1024, 16 query / 8 KV heads of 128, tied embeddings,
 151,936-entry vocabulary, RoPE theta 1e6, 40,960 positions) with fewer layers, random weights saved
@@ -49,7 +49,7 @@ def revision(layers: int = 2, problems: int = 64, seed: int = 0, min_chars: int 
 
 
 REVISION = revision()  # the default build: profiles/qwen3-rehearsal.yaml pins it
-QWEN3_CONFIG = Path(__file__).resolve().parent.parent / "profiles" / "qwen3-0.6b.config.json"
+QWEN3_CONFIG = Path(__file__).resolve().parents[2] / "profiles" / "qwen3-0.6b.config.json"
 SHARED_DATA = Path("../shared/data")
 DEFAULT_CACHE = Path(".rehearsal/hub")
 
@@ -101,7 +101,7 @@ def qwen3_shaped_tokenizer(texts, bpe_vocab: int = 4096):
     from tokenizers import AddedToken, Tokenizer
     from transformers import PreTrainedTokenizerFast
 
-    from mathpipe.tiny_model import train_tokenizer
+    from mathpipe.training.tiny_model import train_tokenizer
 
     trained = train_tokenizer(texts, bpe_vocab, 40960).backend_tokenizer
     spec = json.loads(trained.to_str())
@@ -192,8 +192,8 @@ def write_openr1_shards(sample_dir: Path, out_dir: Path, seed: int, min_chars: i
 def build(cache: Path, layers: int = 2, problems: int = 64, seed: int = 0, shared_data: Path = SHARED_DATA,
           min_chars: int = 3000, max_chars: int = 9000) -> dict:
     """Write the model and data repositories into `cache`; returns what was written."""
-    from mathpipe.base_model import corpus_texts
-    from mathpipe.data.sample import SampleConfig, write_sample_data
+    from mathpipe.data.sample_data import SampleConfig, write_sample_data
+    from mathpipe.training.base_model import corpus_texts
 
     names = ("gsm8k/test.jsonl", "gsm8k/train.jsonl", "cmath/test.jsonl", "math500/test.jsonl")
     tests = {name: shared_data / name for name in names}
@@ -234,7 +234,7 @@ def run(cache: Path, profile: str, layers: int, metrics: Path) -> int:
     env = {**os.environ, "HF_HUB_CACHE": str(Path(cache).resolve()), "HF_HUB_OFFLINE": "1",
            "VLLM_ENABLE_V1_MULTIPROCESSING": "1", FIGURES_ENV: str(figures)}
     started = time.monotonic()
-    code = subprocess.call([sys.executable, "-m", "mathpipe.run_profile", "run", profile], env=env)
+    code = subprocess.call([sys.executable, "-m", "mathpipe.tools.run_profile", "run", profile], env=env)
     seconds = round(time.monotonic() - started, 1)
     stages = stage_figures(figures)
     figures.unlink(missing_ok=True)

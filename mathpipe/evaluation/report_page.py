@@ -1,6 +1,6 @@
 """An HTML template for `dvc plots show` that draws every chart with no network.
 
-    python -m mathpipe.report_page dvc_plots/.offline.html .venv/vega   # make report / make plots run it
+    python -m mathpipe.evaluation.report_page dvc_plots/.offline.html .venv/vega   # make report / make plots run it
     dvc plots show -o dvc_plots --html-template dvc_plots/.offline.html
 
 DVC's default page loads Vega, Vega-Lite and vega-embed from a CDN, so on a cluster node (or any
@@ -62,7 +62,7 @@ def script_from_tarball(bundle: Bundle, tarball: bytes) -> str:
     found = integrity_of(tarball)
     if found != bundle.integrity:
         raise PipelineError(f"{bundle.spec}: the npm registry's tarball has integrity {found}, "
-                            f"not the pinned {bundle.integrity} (mathpipe/report_page.py)")
+                            f"not the pinned {bundle.integrity} (mathpipe/evaluation/report_page.py)")
     with tarfile.open(fileobj=io.BytesIO(tarball), mode="r:gz") as archive:
         try:
             member = archive.extractfile(bundle.path)
@@ -121,7 +121,7 @@ def write_template(template_path: Path, cache_dir: Path) -> Path:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 2:
-        print("usage: python -m mathpipe.report_page TEMPLATE.html CACHE_DIR", file=sys.stderr)
+        print("usage: python -m mathpipe.evaluation.report_page TEMPLATE.html CACHE_DIR", file=sys.stderr)
         return 2
     try:
         path = write_template(Path(argv[0]), Path(argv[1]))

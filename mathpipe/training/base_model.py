@@ -3,7 +3,7 @@
     python -m stages.base_model
 
 `tiny` (default) trains a byte-level BPE tokenizer on the sample corpus, builds a small Qwen3 from a
-fixed seed and pre-trains it briefly on the corpus as plain text (mathpipe/pretrain.py); `hub`
+fixed seed and pre-trains it briefly on the corpus as plain text (mathpipe/training/pretrain.py); `hub`
 downloads a model at a pinned revision; `local` copies a folder written by `save_pretrained`. Each
 writes `out_dir` plus `mathpipe.json`, which records where the model came from; evaluation metrics
 quote it.
@@ -26,8 +26,8 @@ from mathpipe.data import readers
 from mathpipe.hub import check_revision, download
 from mathpipe.io import atomic_dir, write_json
 from mathpipe.models import ORIGIN_FILE, require_model_dir
-from mathpipe.pretrain import PretrainSettings, pretrain
-from mathpipe.tiny_model import TinyModelConfig, build_model, train_tokenizer
+from mathpipe.training.pretrain import PretrainSettings, pretrain
+from mathpipe.training.tiny_model import TinyModelConfig, build_model, train_tokenizer
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Tests of the sample-data generator (mathpipe.data.sample): schemas, determinism, arithmetic, splits."""
+"""Tests of the sample-data generator (mathpipe.data.sample_data): schemas, determinism, arithmetic, splits."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 
 from mathpipe.answers import extract_answer
 from mathpipe.config import from_dict
-from mathpipe.data import sample
-from mathpipe.data.sample import SampleConfig, write_sample_data
+from mathpipe.data import sample_data
+from mathpipe.data.sample_data import SampleConfig, write_sample_data
 from mathpipe.data.schemas import OPENR1_SCHEMA
 from mathpipe.errors import ConfigError
 
@@ -257,11 +257,11 @@ def test_test_questions_never_appear_in_training(data):
 
 def test_held_out_collisions_are_rejected(monkeypatch, tmp_path):
     """In a problem space of about a hundred texts, 60 draws would repeat some unless they are rejected."""
-    monkeypatch.setattr(sample, "GROUP_START_P", 0.0)
-    monkeypatch.setitem(sample.NAMES, "en", ["Tom", "Ann"])
-    monkeypatch.setitem(sample.OBJECTS, "en", [("apples", "")])
+    monkeypatch.setattr(sample_data, "GROUP_START_P", 0.0)
+    monkeypatch.setitem(sample_data.NAMES, "en", ["Tom", "Ann"])
+    monkeypatch.setitem(sample_data.OBJECTS, "en", [("apples", "")])
     for key in ("start", "+", "-", "*", "/", "question", "frame"):
-        monkeypatch.setitem(sample.TEMPLATES["en"], key, sample.TEMPLATES["en"][key][:1])
+        monkeypatch.setitem(sample_data.TEMPLATES["en"], key, sample_data.TEMPLATES["en"][key][:1])
     cfg = SampleConfig(n_train=20, n_gsm8k_test=20, n_cmath_test=5, n_math_test=5, n_gsm8k_train=20, shards=1,
                        max_steps=1,
                        chinese_fraction=0.0, operand_max=6, value_max=12)
@@ -302,7 +302,7 @@ def test_failure_while_writing_leaves_nothing(monkeypatch, tmp_path):
     def boom(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(sample, "write_jsonl", boom)  # fails after the parquet shards are written
+    monkeypatch.setattr(sample_data, "write_jsonl", boom)  # fails after the parquet shards are written
     with pytest.raises(OSError, match="disk full"):
         write_sample_data(tmp_path / "raw", SampleConfig(seed=1, **SMALL))
     assert list(tmp_path.iterdir()) == []

@@ -16,7 +16,7 @@ sets (`mathpipe.data.schemas`, `shared/data/README.md`), so the same readers ser
 
 Usage:
 
-    from mathpipe.data.sample import SampleConfig, write_sample_data
+    from mathpipe.data.sample_data import SampleConfig, write_sample_data
     counts = write_sample_data(Path("data/raw"), SampleConfig(seed=1234, n_train=5000))
     # {"openr1/train-00000-of-00004.parquet": 1250, ..., "cmath/test.jsonl": 200, "math/test.jsonl": 100}
 

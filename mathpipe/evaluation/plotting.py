@@ -23,7 +23,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib import colors, font_manager  # noqa: E402
 
-from mathpipe.attention import AttentionRecord  # noqa: E402
+from mathpipe.evaluation.attention import AttentionRecord  # noqa: E402
 
 log = logging.getLogger(__name__)
 

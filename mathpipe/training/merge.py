@@ -26,11 +26,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mathpipe import prompts
-from mathpipe.base_model import fingerprint
 from mathpipe.config import check, check_positive
 from mathpipe.errors import DataError, PipelineError
 from mathpipe.io import atomic_dir, read_jsonl, write_json
 from mathpipe.models import ORIGIN_FILE, read_origin, require_model_dir
+from mathpipe.training.base_model import fingerprint
 
 log = logging.getLogger(__name__)
 
