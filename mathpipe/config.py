@@ -1,7 +1,11 @@
 """Typed, validated parameters: one dataclass per params.yaml section.
 
     cfg = load_section("prepare", PrepareConfig)          # reads params.yaml
-    cfg = from_dict(PrepareConfig, raw, prefix="prepare")  # from a dict (tests, overrides)
+    cfg = from_dict(PrepareConfig, raw, prefix="prepare")  # from a dict
+    gen = from_params(GenerationSettings, "evaluate.generation", n=4, temperature=0.6)  # params.yaml + overrides
+
+params.yaml holds every default the pipeline runs with: a config class has no default for a key that
+params.yaml sets, so a library call or a test that needs one takes it from params.yaml (from_params).
 
 Every key is checked before any work starts: an unknown key, a wrong type or an out-of-range value
 stops with one `ConfigError` that names the full key (`prepare.filters.max_tokens: expected int, got
@@ -10,6 +14,7 @@ str 'a lot'`). Range checks live in each dataclass's `validate(prefix)` method.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import re
 import types
@@ -60,14 +65,51 @@ def load_params(path: str | Path = PARAMS_FILE) -> dict:
     return read_yaml_mapping(path)
 
 
-def load_section(section: str, cls: type[T], path: str | Path = PARAMS_FILE, optional: bool = False) -> T:
-    """`params[section]` as `cls`; an optional section that is absent takes cls's defaults."""
+def load_section(section: str, cls: type[T], path: str | Path = PARAMS_FILE) -> T:
+    """`params[section]` as `cls`: every key cls declares without a default must be there."""
     params = load_params(path)
-    if section not in params and not optional:
-        raise ConfigError(f"{path}: missing section '{section}'")
     if section not in params:
-        return from_dict(cls, {}, prefix=section)
+        raise ConfigError(f"{path}: missing section '{section}'")
     return from_dict(cls, params[section], prefix=section)
+
+
+def params_value(key: str, params_file: str | Path = PARAMS_FILE) -> Any:
+    """A copy of the value at a dotted key of params.yaml (`evaluate.generation`)."""
+    value: Any = load_params(params_file)
+    for part in key.split("."):
+        if not isinstance(value, dict) or part not in value:
+            raise ConfigError(f"{params_file}: no key '{key}'")
+        value = value[part]
+    return copy.deepcopy(value)
+
+
+def from_params(cls: type[T], key: str, params_file: str | Path = PARAMS_FILE, **overrides: Any) -> T:
+    """`cls` from params.yaml's `key` with `overrides` laid over it: the pipeline's defaults for a
+    library call, a tool or a test. A mapping given for a nested section (`generation={"n": 4}`)
+    changes only the keys it names; any other value, a dataclass among them, replaces the key's."""
+    return from_dict(cls, overlay(cls, params_value(key, params_file), overrides), key)
+
+
+def overlay(cls: type, raw: dict, overrides: dict) -> dict:
+    hints = typing.get_type_hints(cls)
+    merged = dict(raw)
+    for name, value in overrides.items():
+        if dataclasses.is_dataclass(value):
+            value = dataclasses.asdict(value)
+        inner = _nested_dataclass(hints.get(name))
+        if inner is not None and isinstance(value, dict) and isinstance(merged.get(name), dict):
+            value = overlay(inner, merged[name], value)
+        merged[name] = value
+    return merged
+
+
+def _nested_dataclass(tp: Any) -> type | None:
+    """The dataclass of a nested section's type (`X` or `X | None`), or None."""
+    if dataclasses.is_dataclass(tp):
+        return tp
+    if typing.get_origin(tp) in (Union, types.UnionType):
+        return next((a for a in typing.get_args(tp) if dataclasses.is_dataclass(a)), None)
+    return None
 
 
 def from_dict(cls: type[T], raw: Any, prefix: str) -> T:

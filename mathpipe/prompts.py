@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from mathpipe.errors import ConfigError
@@ -39,12 +39,12 @@ _RESERVED_KWARGS = ("conversation", "messages", "tools", "documents", "add_gener
                     "return_tensors", "return_dict", "return_assistant_tokens_mask", "tokenizer_kwargs")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class PromptConfig:
     """params.yaml `prompt`: how every stage renders chat turns."""
 
     # Extra variables for the chat template, e.g. {enable_thinking: false} for Qwen3's non-thinking mode.
-    chat_template_kwargs: dict[str, Any] = field(default_factory=lambda: {"enable_thinking": True})
+    chat_template_kwargs: dict[str, Any]
 
     def validate(self, prefix: str) -> None:
         key = f"{prefix}.chat_template_kwargs"

@@ -35,7 +35,7 @@ def main() -> None:
         raise ConfigError(f"--model {args.model}: not in attention.models {cfg.models}")
     model_dir = require_model_dir(Path(cfg.models_dir) / args.model)
 
-    prompt = load_section("prompt", PromptConfig, optional=True)
+    prompt = load_section("prompt", PromptConfig)
     records = record_attention(args.model, model_dir, cfg, prompt.chat_template_kwargs)
     heads = resolve_heads(cfg.heads, records[0].num_heads, "attention.heads")
     plotting.setup()

@@ -31,7 +31,7 @@ def main() -> None:
                         help="a name from evaluate.benchmarks (repeatable; default: all of them)")
     args = parser.parse_args()
     cfg = load_section("evaluate", EvaluateConfig)
-    kwargs = load_section("prompt", prompts.PromptConfig, optional=True).chat_template_kwargs
+    kwargs = load_section("prompt", prompts.PromptConfig).chat_template_kwargs
     if args.model not in cfg.models:
         raise ConfigError(f"--model {args.model}: not in evaluate.models {cfg.models}")
     for name in args.benchmark or []:

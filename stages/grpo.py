@@ -21,7 +21,7 @@ log = logging.getLogger("stages.grpo")
 
 def main() -> None:
     cfg = load_section("grpo", GRPOStageConfig)
-    prompt = load_section("prompt", PromptConfig, optional=True)
+    prompt = load_section("prompt", PromptConfig)
     enter_launch(cfg.launch, "stages.grpo", "grpo.launch")
     summary = run_grpo(cfg, chat_template_kwargs=prompt.chat_template_kwargs)
     if not is_main_process():

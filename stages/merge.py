@@ -26,7 +26,7 @@ def main() -> None:
     if args.name not in cfg.models:
         raise ConfigError(f"--name {args.name}: not in merge.models ({', '.join(cfg.models)})")
     spec = cfg.models[args.name]
-    prompt = load_section("prompt", PromptConfig, optional=True)
+    prompt = load_section("prompt", PromptConfig)
     summary = merge_adapter(spec.base, spec.adapter, spec.out, cfg, prompt.chat_template_kwargs)
     write_json(f"metrics/merge/{args.name}.json", summary)
 

@@ -18,7 +18,7 @@ log = logging.getLogger("stages.prepare")
 
 def main() -> None:
     cfg = load_section("prepare", PrepareConfig)
-    prompt = load_section("prompt", PromptConfig, optional=True)
+    prompt = load_section("prompt", PromptConfig)
     inputs = resolve_inputs(cfg)
     tokenizer = load_tokenizer(cfg.tokenizer)
     counts = run_prepare(cfg, tokenizer, inputs, prompt.chat_template_kwargs)

@@ -21,7 +21,7 @@ log = logging.getLogger("stages.rejection_sampling")
 
 def main() -> None:
     cfg = load_section("rejection_sampling", RejectionConfig)
-    prompt = load_section("prompt", PromptConfig, optional=True)
+    prompt = load_section("prompt", PromptConfig)
     result = run_rejection_sampling(cfg, prompt.chat_template_kwargs)
     write_outputs(result, cfg.out_dir)
     write_json("metrics/rejection_sampling.json", result.metrics)

@@ -27,7 +27,7 @@ def main() -> None:
     parser.add_argument("--section", default="sft", help="the params.yaml section to train with (sft, rft)")
     section = parser.parse_args().section
     cfg = load_section(section, SFTStageConfig)
-    prompt = load_section("prompt", PromptConfig, optional=True)
+    prompt = load_section("prompt", PromptConfig)
     enter_launch(cfg.launch, "stages.sft", f"{section}.launch")
     summary = run_sft(cfg, prefix=section, chat_template_kwargs=prompt.chat_template_kwargs)
     if not is_main_process():

@@ -24,10 +24,13 @@ from mathpipe.data.sample_data import SampleConfig, write_sample_data
 from mathpipe.training.base_model import BaseModelConfig, build_base_model
 from mathpipe.training.pretrain import PretrainSettings
 from mathpipe.training.tiny_model import TinyModelConfig
+from tests.params import param_config
 
-SMALL_SAMPLE = SampleConfig(n_train=200, n_gsm8k_test=20, n_cmath_test=20, n_math_test=20, n_gsm8k_train=20,
-                            shards=2)
-TINY = TinyModelConfig(
+SMALL_SAMPLE = param_config(SampleConfig, "sample", n_train=200, n_gsm8k_test=20, n_cmath_test=20, n_math_test=20,
+                            n_gsm8k_train=20, shards=2)
+TINY = param_config(
+    TinyModelConfig,
+    "base_model.tiny",
     vocab_size=400,
     hidden_size=64,
     intermediate_size=128,
@@ -42,8 +45,8 @@ MODEL_SEED = 0
 def tiny_base_config(out_dir: Path, corpus_dir: Path, **overrides) -> BaseModelConfig:
     # No pre-training: tests check plumbing, and a random model builds in a second.
     fields = {"out_dir": str(out_dir), "corpus_dir": str(corpus_dir), "tiny": TINY, "seed": MODEL_SEED,
-              "pretrain": PretrainSettings(epochs=0)}
-    return BaseModelConfig(**{**fields, **overrides})
+              "pretrain": param_config(PretrainSettings, "base_model.pretrain", epochs=0)}
+    return param_config(BaseModelConfig, "base_model", **{**fields, **overrides})
 
 
 @pytest.fixture(scope="session")
@@ -67,7 +70,8 @@ def pretrained_model_dir(tmp_path_factory, sample_dir) -> Path:
     """The tiny model pre-trained for 2 epochs on the sample's problems and solutions (a few seconds):
     like the default base model, it writes text that depends on the prompt, with confident logits."""
     out = tmp_path_factory.mktemp("models") / "pretrained"
-    build_base_model(tiny_base_config(out, sample_dir, pretrain=PretrainSettings(epochs=2, batch_size=16)))
+    pretrain = param_config(PretrainSettings, "base_model.pretrain", epochs=2, batch_size=16)
+    build_base_model(tiny_base_config(out, sample_dir, pretrain=pretrain))
     return out
 
 
@@ -119,8 +123,6 @@ def prepare_config(sample_dir, tiny_model_dir):
     """PrepareConfig reading `raw_dir` (default: the sample) with the tiny tokenizer, writing to out_dir."""
 
     def make(out_dir: Path, raw_dir: Path | None = None, **overrides) -> PrepareConfig:
-        from mathpipe.config import from_dict
-
         raw = {
             "source": "local",
             "raw_dir": str(raw_dir or sample_dir),
@@ -128,7 +130,7 @@ def prepare_config(sample_dir, tiny_model_dir):
             "tokenizer": str(tiny_model_dir),
             **overrides,
         }
-        return from_dict(PrepareConfig, raw, "prepare")
+        return param_config(PrepareConfig, "prepare", **raw)
 
     return make
 

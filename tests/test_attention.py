@@ -11,7 +11,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mathpipe.config import from_dict
 from mathpipe.errors import ConfigError
 from mathpipe.evaluation import attention, plotting
 from mathpipe.evaluation.attention import (
@@ -24,6 +23,7 @@ from mathpipe.evaluation.attention import (
     window_bounds,
 )
 from mathpipe.models import load_causal_lm, load_tokenizer
+from tests.params import param_config
 
 PROMPTS = {"en": "Tom has 3 apples and buys 4 more. How many apples does Tom have?",
            "zh": "小明有3本故事书，后来又买了4本。小明现在一共有多少本故事书？"}
@@ -31,7 +31,7 @@ PROMPTS = {"en": "Tom has 3 apples and buys 4 more. How many apples does Tom hav
 
 def config(**overrides) -> AttentionConfig:
     raw = {"models": ["base"], "prompts": PROMPTS, "generation": {"max_new_tokens": 24}, **overrides}
-    return from_dict(AttentionConfig, raw, "attention")
+    return param_config(AttentionConfig, "attention", **raw)
 
 
 # --- layers, heads, window ---------------------------------------------------------------------
@@ -65,7 +65,7 @@ def test_heads_mean_all_or_chosen_and_an_out_of_range_head_is_refused():
 
 @given(length=st.integers(1, 500), start=st.integers(-600, 600), size=st.one_of(st.none(), st.integers(1, 200)))
 def test_the_window_stays_inside_the_sequence(length, start, size):
-    window = WindowSettings(start=start, size=size)
+    window = param_config(WindowSettings, "attention.window", start=start, size=size)
     first = start if start >= 0 else max(0, length + start)
     if first >= length:
         with pytest.raises(ConfigError, match="attention.window.start"):
@@ -77,8 +77,8 @@ def test_the_window_stays_inside_the_sequence(length, start, size):
 
 
 def test_the_default_window_is_the_last_64_tokens():
-    assert window_bounds(WindowSettings(), 139, "w") == (75, 139)
-    assert window_bounds(WindowSettings(), 40, "w") == (0, 40)
+    assert window_bounds(param_config(WindowSettings, "attention.window"), 139, "w") == (75, 139)
+    assert window_bounds(param_config(WindowSettings, "attention.window"), 40, "w") == (0, 40)
 
 
 @pytest.mark.parametrize("overrides, key", [

@@ -20,6 +20,7 @@ from mathpipe.generation import GenerationSettings
 from mathpipe.training.base_model import BaseModelConfig
 from mathpipe.training.rejection_sampling import RejectionConfig
 from mathpipe.training.tiny_model import TinyModelConfig
+from tests.params import param_config
 
 REPO = Path(__file__).resolve().parents[1]
 PARAMS = REPO / "params.yaml"
@@ -83,12 +84,12 @@ def test_repo_params_values_have_their_declared_types():
 )
 def test_unknown_key_is_named_with_its_full_path(cls, prefix, raw, key):
     with raises_for(key, "unknown parameter", "known:"):
-        from_dict(cls, raw, prefix)
+        param_config(cls, prefix, **raw)
 
 
 def test_unknown_key_lists_the_known_ones():
     with pytest.raises(ConfigError) as info:
-        from_dict(Filters, {"max_tok": 5}, "prepare.filters")
+        param_config(Filters, "prepare.filters", **{"max_tok": 5})
     assert "max_tokens" in str(info.value) and "min_correctness_count" in str(info.value)
 
 
@@ -144,17 +145,16 @@ def test_non_string_yaml_keys_are_unknown_parameters_not_a_crash():
 )
 def test_wrong_type_names_the_key_and_the_value(cls, prefix, raw, key, fragments):
     with raises_for(key, *fragments):
-        from_dict(cls, raw, prefix)
+        param_config(cls, prefix, **raw)
 
 
 def test_good_values_are_accepted_and_converted():
-    cfg = from_dict(PrepareConfig, {"val_fraction": 0, "max_train_rows": None, "files": {"openr1": ["a", "b"]},
-                                    "sft_sources": ["gsm8k", "openr1"]}, "prepare")
+    cfg = param_config(PrepareConfig, "prepare", **{"val_fraction": 0, "max_train_rows": None, "files": {"openr1": ["a", "b"]},
+                                    "sft_sources": ["gsm8k", "openr1"]})
     assert cfg.val_fraction == 0.0 and isinstance(cfg.val_fraction, float)
     assert cfg.files.openr1 == ["a", "b"] and cfg.files.gsm8k_train == "gsm8k/train.jsonl"
     assert cfg.sft_sources == ["gsm8k", "openr1"]
-    assert from_dict(PrepareConfig, None, "prepare") == PrepareConfig()  # an empty section: all defaults
-    hub = from_dict(BaseModelConfig, {"source": "hub", "hub": {"model_id": "m", "revision": "a" * 40}}, "b")
+    hub = param_config(BaseModelConfig, "base_model", source="hub", hub={"model_id": "m", "revision": "a" * 40})
     assert hub.hub.model_id == "m" and hub.hub.revision == "a" * 40
 
 
@@ -200,18 +200,18 @@ def test_good_values_are_accepted_and_converted():
 )
 def test_out_of_range_names_the_key(cls, prefix, raw, key, fragment):
     with raises_for(key, fragment):
-        from_dict(cls, raw, prefix)
+        param_config(cls, prefix, **raw)
 
 
 def test_generation_settings_standalone_greedy_with_n():
-    with raises_for("gen.n", "temperature > 0"):
-        from_dict(GenerationSettings, {"n": 2}, "gen")
-    assert from_dict(GenerationSettings, {"n": 2, "temperature": 0.5}, "gen").n == 2
+    with raises_for("evaluate.generation.n", "temperature > 0"):
+        param_config(GenerationSettings, "evaluate.generation", n=2)
+    assert param_config(GenerationSettings, "evaluate.generation", n=2, temperature=0.5).n == 2
 
 
 def test_unknown_prompt_template_is_a_config_error():
     with pytest.raises(ConfigError, match="unknown prompt template 'chatty'"):
-        from_dict(PrepareConfig, {"template": "chatty"}, "prepare")
+        param_config(PrepareConfig, "prepare", **{"template": "chatty"})
 
 
 # --- files and sections --------------------------------------------------------------------------
@@ -222,10 +222,11 @@ def test_missing_file_section_and_bad_yaml(tmp_path):
         load_section("prepare", PrepareConfig, tmp_path / "nope.yaml")
 
     params = tmp_path / "params.yaml"
-    params.write_text("sample:\n  seed: 1\n", encoding="utf-8")
+    sample = {**yaml.safe_load(PARAMS.read_text(encoding="utf-8"))["sample"], "seed": 1}
+    params.write_text(yaml.safe_dump({"sample": sample}), encoding="utf-8")
     with pytest.raises(ConfigError, match=re.escape(f"{params}: missing section 'prepare'")):
         load_section("prepare", PrepareConfig, params)
-    assert load_section("sample", SampleConfig, params) == SampleConfig(seed=1)
+    assert load_section("sample", SampleConfig, params) == param_config(SampleConfig, "sample", seed=1)
 
     params.write_text("sample: [1, 2\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="not valid YAML"):
@@ -238,11 +239,14 @@ def test_missing_file_section_and_bad_yaml(tmp_path):
         load_section("sample", SampleConfig, params)
 
 
-def test_empty_section_gives_the_defaults(tmp_path):
+def test_an_empty_section_names_the_first_key_it_lacks(tmp_path):
+    """params.yaml holds every default: a section that leaves a key out is an error, not a default."""
     params = tmp_path / "params.yaml"
     params.write_text("sample:\nprepare: {}\n", encoding="utf-8")
-    assert load_section("sample", SampleConfig, params) == SampleConfig()
-    assert load_section("prepare", PrepareConfig, params) == PrepareConfig()
+    with raises_for("sample.seed", "required parameter is missing"):
+        load_section("sample", SampleConfig, params)
+    with raises_for("prepare.source", "required parameter is missing"):
+        load_section("prepare", PrepareConfig, params)
 
 
 def test_config_error_is_a_pipeline_error():
@@ -269,7 +273,7 @@ def test_int_field_returns_the_int_or_names_the_key(value):
     ]
     for cls, prefix, raw, key, get in cases:
         try:
-            cfg = from_dict(cls, raw, prefix)
+            cfg = param_config(cls, prefix, **raw)
         except ConfigError as e:
             assert str(e).startswith(f"{key}:"), str(e)
             continue
@@ -284,7 +288,7 @@ def test_int_field_returns_the_int_or_names_the_key(value):
 @given(value=ANY_VALUE)
 def test_float_field_returns_a_float_or_names_the_key(value):
     try:
-        cfg = from_dict(PrepareConfig, {"val_fraction": value}, "prepare")
+        cfg = param_config(PrepareConfig, "prepare", **{"val_fraction": value})
     except ConfigError as e:
         assert str(e).startswith("prepare.val_fraction:"), str(e)
         return

@@ -10,8 +10,8 @@ import json
 
 import pytest
 
-from mathpipe.config import from_dict
 from mathpipe.errors import ConfigError, DataError
+from tests.params import param_config, params_section
 from tests.trainers import LORA, PAIR_TRAIN
 
 
@@ -25,19 +25,20 @@ def test_bad_dpo_parameters_name_their_key(override, key):
     from mathpipe.training.dpo import DPOStageConfig
 
     with pytest.raises(ConfigError, match=key):
-        from_dict(DPOStageConfig, {"train": override}, "dpo")
+        param_config(DPOStageConfig, "dpo", **{"train": override})
 
 
 def test_dpo_trains_an_adapter_on_the_policy(tmp_path, tiny_model_dir, prepared):
     from mathpipe.training.dpo import DPOStageConfig, run_dpo
 
-    cfg = from_dict(DPOStageConfig, {
+    cfg = param_config(DPOStageConfig, "dpo", **{
         "model": str(tiny_model_dir),
-        "pairs": {"train_files": str(prepared / "pairs_train.jsonl"), "val_files": str(prepared / "pairs_val.jsonl")},
+        "pairs": {**params_section("dpo.pairs"), "train_files": str(prepared / "pairs_train.jsonl"),
+                  "val_files": str(prepared / "pairs_val.jsonl")},
         "max_train_samples": 16, "max_val_samples": 3, "out_dir": str(tmp_path / "dpo"),
         "checkpoint_dir": str(tmp_path / "ckpt"), "live_dir": str(tmp_path / "live"),
         "lora": LORA, "train": {**PAIR_TRAIN, "beta": 0.2, "loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, 0.5]},
-    }, "dpo")
+    })
     summary = run_dpo(cfg)
     assert (tmp_path / "dpo" / "adapter_config.json").is_file()
     assert summary["train_pairs"] == 16 and summary["val_pairs"] == 3 and summary["steps"] == 4
@@ -48,8 +49,8 @@ def test_dpo_trains_an_adapter_on_the_policy(tmp_path, tiny_model_dir, prepared)
 def test_dpo_holds_out_a_share_when_there_is_no_validation_file(tmp_path, prepared):
     from mathpipe.training.dpo import PairSource, load_pair_splits
 
-    src = from_dict(PairSource, {"train_files": str(prepared / "pairs_train.jsonl"), "val_files": None,
-                                 "val_fraction": 0.2}, "dpo.pairs")
+    src = param_config(PairSource, "dpo.pairs", **{"train_files": str(prepared / "pairs_train.jsonl"), "val_files": None,
+                                 "val_fraction": 0.2})
     train, val = load_pair_splits(src, "dpo.pairs", None, None)
     assert val and train
     prompts_of = lambda rows: {json.dumps(r["prompt"]) for r in rows}  # noqa: E731
@@ -59,6 +60,6 @@ def test_dpo_holds_out_a_share_when_there_is_no_validation_file(tmp_path, prepar
 def test_missing_pair_files_are_named(tmp_path):
     from mathpipe.training.dpo import PairSource, load_pair_splits
 
-    src = from_dict(PairSource, {"train_files": str(tmp_path / "none*.jsonl")}, "dpo.pairs")
+    src = param_config(PairSource, "dpo.pairs", **{"train_files": str(tmp_path / "none*.jsonl")})
     with pytest.raises(DataError, match=r"dpo\.pairs\.train_files"):
         load_pair_splits(src, "dpo.pairs", None, None)

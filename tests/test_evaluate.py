@@ -12,6 +12,7 @@ from pathlib import Path
 import yaml
 
 from mathpipe.io import read_jsonl, write_jsonl
+from tests.params import params_with
 
 REPO = Path(__file__).resolve().parents[1]
 QUESTIONS = {
@@ -25,12 +26,12 @@ QUESTIONS = {
 def project(tmp_path: Path, model_dir: Path) -> Path:
     for name, rows in QUESTIONS.items():
         write_jsonl(tmp_path / "eval" / f"{name}.jsonl", rows)
-    params = {"evaluate": {
+    params = params_with({"evaluate": {
         "models": [model_dir.name], "benchmarks": ["gsm8k", "cmath"], "models_dir": str(model_dir.parent),
         "eval_dir": "eval", "predictions_dir": "predictions", "metrics_dir": "metrics",
         "engine": {"backend": "transformers"},
         "generation": {"max_new_tokens": 8, "temperature": 0.0},
-    }}
+    }})
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
     return tmp_path
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -17,6 +18,7 @@ from mathpipe.generation import Completion, EngineSettings, GenerationSettings, 
 from mathpipe.generation.decoding import truncate_at_stop
 from mathpipe.generation.transformers_backend import TransformersGenerator
 from mathpipe.training.tiny_model import IM_START
+from tests.params import param_config
 
 N_PROMPTS = 12
 
@@ -44,7 +46,7 @@ def rendered(gen, questions):
 
 @pytest.fixture(scope="module")
 def greedy(gen, rendered):
-    return gen.generate(rendered, GenerationSettings(max_new_tokens=24, stop=[]))
+    return gen.generate(rendered, param_config(GenerationSettings, "evaluate.generation", max_new_tokens=24, stop=[]))
 
 
 def texts(outputs: list[list[Completion]]) -> list[str]:
@@ -62,7 +64,7 @@ def test_greedy_output_is_not_degenerate(greedy, rendered, gen):
 
 
 def test_greedy_is_deterministic_and_independent_of_batch_size(model_dir, gen, rendered, greedy):
-    s = GenerationSettings(max_new_tokens=24, stop=[])
+    s = param_config(GenerationSettings, "evaluate.generation", max_new_tokens=24, stop=[])
     assert gen.generate(rendered, s) == greedy
     one = TransformersGenerator(str(model_dir), device="cpu", batch_size=1)
     assert one.generate(rendered, s) == greedy  # left padding does not change greedy decoding
@@ -72,7 +74,7 @@ def test_greedy_is_deterministic_and_independent_of_batch_size(model_dir, gen, r
 def test_greedy_with_default_stops_agrees_across_batch_sizes(model_dir, gen, rendered):
     """With the chat stop strings, a completion that stops on <|im_start|> must say "stop" whether or not
     other sequences in its batch went on (they pad it with EOS) or it was alone (no EOS follows)."""
-    s = GenerationSettings(max_new_tokens=24)
+    s = param_config(GenerationSettings, "evaluate.generation", max_new_tokens=24)
     one = TransformersGenerator(str(model_dir), device="cpu", batch_size=1)
     batched, single = gen.generate(rendered, s), one.generate(rendered, s)
     assert batched == single
@@ -82,7 +84,7 @@ def test_greedy_with_default_stops_agrees_across_batch_sizes(model_dir, gen, ren
 
 
 def test_stop_on_a_special_token_is_a_stop(gen):
-    s = GenerationSettings()
+    s = param_config(GenerationSettings, "evaluate.generation")
     ids = gen.tokenizer("So 12 apples", add_special_tokens=False)["input_ids"]
     im_start = gen.tokenizer.convert_tokens_to_ids(IM_START)
     assert gen._completion(ids + [im_start], s) == Completion("So 12 apples", len(ids) + 1, "stop")
@@ -94,13 +96,13 @@ def test_stop_on_a_special_token_is_a_stop(gen):
 
 
 def test_sampling_n_completions_reproducible_with_the_seed(gen, rendered):
-    s = GenerationSettings(max_new_tokens=12, temperature=1.0, n=3, seed=5, stop=[])
+    s = param_config(GenerationSettings, "evaluate.generation", max_new_tokens=12, temperature=1.0, n=3, seed=5, stop=[])
     first = gen.generate(rendered[:4], s)
     assert [len(group) for group in first] == [3, 3, 3, 3]
     assert all(isinstance(c, Completion) and c.num_tokens <= 12 for group in first for c in group)
     assert gen.generate(rendered[:4], s) == first
     assert any(len({c.text for c in group}) > 1 for group in first)  # n samples, not n copies
-    other = gen.generate(rendered[:4], GenerationSettings(max_new_tokens=12, temperature=1.0, n=3, seed=6, stop=[]))
+    other = gen.generate(rendered[:4], param_config(GenerationSettings, "evaluate.generation", max_new_tokens=12, temperature=1.0, n=3, seed=6, stop=[]))
     assert texts(other) != texts(first)
 
 
@@ -115,7 +117,7 @@ def test_stop_string_is_cut_from_the_text(gen, rendered, greedy):
         if not spots:
             continue
         stop = full.text[spots[0]:spots[0] + 2]
-        ((c,),) = gen.generate([prompt], GenerationSettings(max_new_tokens=24, stop=[stop, "never-seen"]))
+        ((c,),) = gen.generate([prompt], param_config(GenerationSettings, "evaluate.generation", max_new_tokens=24, stop=[stop, "never-seen"]))
         assert c.text == full.text[: full.text.find(stop)]
         assert stop not in c.text
         assert c.finish_reason == "stop" and c.num_tokens < 24
@@ -126,7 +128,7 @@ def test_stop_string_is_cut_from_the_text(gen, rendered, greedy):
 def test_truncation_reports_length(gen, rendered, greedy):
     long = [p for p, (c,) in zip(rendered, greedy) if c.finish_reason == "length"]
     assert len(long) >= 3
-    out = gen.generate(long, GenerationSettings(max_new_tokens=5, stop=[]))
+    out = gen.generate(long, param_config(GenerationSettings, "evaluate.generation", max_new_tokens=5, stop=[]))
     for (c,) in out:
         assert c.finish_reason == "length" and c.num_tokens == 5
 
@@ -137,7 +139,7 @@ def test_generation_stops_at_the_model_maximum_length(gen, questions):
     ids = gen.tokenizer(text, add_special_tokens=False)["input_ids"]
     short = gen.tokenizer.decode(ids[-(limit - 3):])  # 3 positions left for new tokens
     assert len(gen.encode([short])[0]) == limit - 3
-    ((c,),) = gen.generate([short], GenerationSettings(max_new_tokens=50, stop=[]))
+    ((c,),) = gen.generate([short], param_config(GenerationSettings, "evaluate.generation", max_new_tokens=50, stop=[]))
     assert c.num_tokens <= 3
 
 
@@ -146,12 +148,12 @@ def test_generation_stops_at_the_model_maximum_length(gen, questions):
 
 def test_empty_prompt_list(gen):
     with pytest.raises(PipelineError, match="no prompts to generate from"):
-        gen.generate([], GenerationSettings())
+        gen.generate([], param_config(GenerationSettings, "evaluate.generation"))
 
 
 def test_empty_prompt(gen, rendered):
     with pytest.raises(PipelineError, match="prompt 1 is empty"):
-        gen.generate([rendered[0], ""], GenerationSettings())
+        gen.generate([rendered[0], ""], param_config(GenerationSettings, "evaluate.generation"))
 
 
 def test_prompt_longer_than_the_model_maximum(gen, rendered):
@@ -159,23 +161,24 @@ def test_prompt_longer_than_the_model_maximum(gen, rendered):
     n = len(gen.tokenizer(too_long, add_special_tokens=False)["input_ids"])
     assert n > gen.max_length == 1024
     with pytest.raises(PipelineError, match=rf"prompt 1 has {n} tokens and the model's maximum length is 1024"):
-        gen.generate([rendered[0], too_long], GenerationSettings())
+        gen.generate([rendered[0], too_long], param_config(GenerationSettings, "evaluate.generation"))
 
 
 def test_unknown_backend(model_dir):
     with pytest.raises(PipelineError, match="unknown generation backend 'tgi'"):
-        make_generator(str(model_dir), EngineSettings(backend="tgi"))
+        # past the config's own check (a caller that builds EngineSettings itself)
+        engine = dataclasses.replace(param_config(EngineSettings, "evaluate.engine"), backend="tgi")
+        make_generator(str(model_dir), engine)
 
 
 def test_engine_settings_are_checked():
-    from mathpipe.config import from_dict
     from mathpipe.errors import ConfigError
 
-    for raw, key in [({"backend": "tgi"}, "engine.backend"), ({"kv_cache_gib": 0}, "engine.kv_cache_gib"),
-                     ({"gpu_memory_utilization": 1.5}, "engine.gpu_memory_utilization"),
-                     ({"tensor_parallel_size": 0}, "engine.tensor_parallel_size"), ({"dtype": "fp8"}, "engine.dtype")]:
-        with pytest.raises(ConfigError, match=rf"^{key}:"):
-            from_dict(EngineSettings, raw, "engine")
+    for raw, key in [({"backend": "tgi"}, "backend"), ({"kv_cache_gib": 0}, "kv_cache_gib"),
+                     ({"gpu_memory_utilization": 1.5}, "gpu_memory_utilization"),
+                     ({"tensor_parallel_size": 0}, "tensor_parallel_size"), ({"dtype": "fp8"}, "dtype")]:
+        with pytest.raises(ConfigError, match=rf"^evaluate\.engine\.{key}:"):
+            param_config(EngineSettings, "evaluate.engine", **raw)
 
 
 def test_auto_falls_back_to_transformers_and_says_why(model_dir, monkeypatch, caplog):
@@ -183,11 +186,11 @@ def test_auto_falls_back_to_transformers_and_says_why(model_dir, monkeypatch, ca
 
     monkeypatch.setattr(vllm_backend, "unavailable_reason", lambda path: "vllm is not installed")
     with caplog.at_level("INFO", logger="mathpipe.generation"):
-        gen = make_generator(str(model_dir), EngineSettings(backend="auto"))
+        gen = make_generator(str(model_dir), param_config(EngineSettings, "evaluate.engine", backend="auto"))
     assert gen.name == "transformers"
     assert "using transformers because vllm is not installed" in caplog.text
     with pytest.raises(PipelineError, match="backend 'vllm' cannot run here: vllm is not installed"):
-        make_generator(str(model_dir), EngineSettings(backend="vllm"))
+        make_generator(str(model_dir), param_config(EngineSettings, "evaluate.engine", backend="vllm"))
 
 
 def test_missing_model(tmp_path):
@@ -276,7 +279,7 @@ def test_evaluate_metrics_from_scripted_outputs(tiny_tokenizer):
         Completion("no idea", 3, "stop"),  # no answer at all
     ]
     gen = ScriptedGenerator(tiny_tokenizer, completions)
-    result = evaluate(gen, rows, GenerationSettings(), template="boxed")
+    result = evaluate(gen, rows, param_config(GenerationSettings, "evaluate.generation"), template="boxed")
     assert gen.seen == [prompts.render_prompt(tiny_tokenizer, r["question"]) for r in rows]
     m = result.metrics
     assert set(m) == {"accuracy", "n", "correct", "ci95_low", "ci95_high", "answer_found_rate",
@@ -309,14 +312,14 @@ def test_benchmarks_are_generated_in_one_call_and_scored_apart(tiny_tokenizer):
             calls.append(len(prompt_texts))
             return super().generate(prompt_texts, settings)
 
-    results = evaluate_benchmarks(CountingGenerator(tiny_tokenizer, completions), benchmarks, GenerationSettings(),
+    results = evaluate_benchmarks(CountingGenerator(tiny_tokenizer, completions), benchmarks, param_config(GenerationSettings, "evaluate.generation"),
                                   template="boxed")
     assert calls == [5] and list(results) == ["gsm8k", "cmath"]
     assert [p["id"] for p in results["gsm8k"].predictions] == ["g0", "g1", "g2"]
     assert [p["id"] for p in results["cmath"].predictions] == ["c0", "c1"]
     assert (results["gsm8k"].metrics["correct"], results["gsm8k"].metrics["n"]) == (2, 3)
     assert (results["cmath"].metrics["correct"], results["cmath"].metrics["n"]) == (1, 2)
-    alone = evaluate(ScriptedGenerator(tiny_tokenizer, completions[3:]), benchmarks["cmath"], GenerationSettings(),
+    alone = evaluate(ScriptedGenerator(tiny_tokenizer, completions[3:]), benchmarks["cmath"], param_config(GenerationSettings, "evaluate.generation"),
                      template="boxed")
     assert alone.metrics == results["cmath"].metrics
 
@@ -339,7 +342,7 @@ def test_sampled_evaluation_reports_avg_maj_and_pass_at_n(tiny_tokenizer):
         [c("\\boxed{1/2}"), c("\\boxed{9}"), c("\\boxed{0.5}"), c("<think>0.5", "length")],  # 1/2 and 0.5 vote together
         [c("\\boxed{4}"), c("\\boxed{4}"), c("\\boxed{3}"), c("<think>\\boxed{3}")],  # unfinished: no vote
     ]
-    settings = GenerationSettings(n=4, temperature=0.6, top_p=0.95, top_k=20)
+    settings = param_config(GenerationSettings, "evaluate.generation", n=4, temperature=0.6, top_p=0.95, top_k=20)
     result = evaluate(GroupedGenerator(tiny_tokenizer, groups), rows, settings, template="boxed")
     m = result.metrics
     assert [p["correct"] for p in result.predictions] == [True, False, False, True, True, False, True, False,
@@ -380,7 +383,7 @@ def test_evaluate_gives_unfinished_reasoning_no_answer(tiny_tokenizer):
         Completion("<think>\nTom starts with 3 apples. Wait, let me recount. 3 + 4 = 7", 40, "stop"),  # EOS inside
         Completion("<think>\n3 + 4 = 7\n</think>\n\nTom has \\boxed{7", 4096, "length"),  # closed, cut in the answer
     ]
-    result = evaluate(ScriptedGenerator(tiny_tokenizer, completions), rows, GenerationSettings(), template="boxed")
+    result = evaluate(ScriptedGenerator(tiny_tokenizer, completions), rows, param_config(GenerationSettings, "evaluate.generation"), template="boxed")
     assert [p["correct"] for p in result.predictions] == [True, False, False, False]
     assert [p["unfinished"] for p in result.predictions] == [None, "length", "open_thinking", "length"]
     assert result.metrics["truncated_rate"] == 3 / 4 and result.metrics["accuracy"] == 1 / 4
@@ -388,7 +391,7 @@ def test_evaluate_gives_unfinished_reasoning_no_answer(tiny_tokenizer):
 
 def test_evaluate_on_the_tiny_model(gen, questions):
     rows = [{"id": str(i), "question": q, "gold": "5"} for i, q in enumerate(questions[:6])]
-    result = evaluate(gen, rows, GenerationSettings(max_new_tokens=16), template="boxed")
+    result = evaluate(gen, rows, param_config(GenerationSettings, "evaluate.generation", max_new_tokens=16), template="boxed")
     m = result.metrics
     assert m["n"] == len(result.predictions) == 6
     assert m["accuracy"] == m["correct"] / m["n"]

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from mathpipe.config import from_dict
 from mathpipe.errors import ConfigError
+from tests.params import param_config, params_section
 
 TRAIN = {"max_steps": 3, "per_device_train_batch_size": 2, "num_generations": 2, "max_completion_length": 16,
          "learning_rate": 1e-3, "save_steps": 2, "seed": 0}
@@ -28,12 +28,12 @@ def grpo_config(tmp: Path, model: Path, prepared: Path, train: dict | None = Non
         "out_dir": str(tmp / "adapter"),
         "checkpoint_dir": str(tmp / "checkpoints"),
         "live_dir": str(tmp / "dvclive"),
-        "lora": {"r": 4, "alpha": 8},
+        "lora": {**params_section("grpo.lora"), "r": 4, "lora_alpha": 8},
         "rewards": {"weights": {"accuracy": 1.0, "format": 0.5}},
         "train": {**TRAIN, **(train or {})},
         **overrides,
     }
-    return from_dict(GRPOStageConfig, raw, "grpo")
+    return param_config(GRPOStageConfig, "grpo", **raw)
 
 
 def test_grpo_trains_an_adapter_and_logs_its_rewards(tmp_path, tiny_model_dir, prepared):

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from mathpipe.config import from_dict
 from mathpipe.data.prepare import PrepareConfig, resolve_inputs
 from mathpipe.errors import ConfigError, DataError, PipelineError
 from mathpipe.training.base_model import BaseModelConfig, build_base_model
+from tests.params import param_config
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
@@ -26,36 +26,35 @@ def test_prepare_hub_revision_must_be_a_commit(revision):
     raw = {"source": "hub", "hub": {"openr1": {"repo": "open-r1/OpenR1-Math-220k", "revision": revision,
                                                "files": "data/*.parquet"}}}
     with pytest.raises(ConfigError, match=r"prepare\.hub\.openr1\.revision: must be a 40-character commit"):
-        from_dict(PrepareConfig, raw, "prepare")
+        param_config(PrepareConfig, "prepare", **raw)
 
 
 def test_prepare_hub_download_failure_names_repo_and_revision(tmp_path):
     raw = {"source": "hub", "out_dir": str(tmp_path / "out"),
            "hub": {"openr1": {"repo": "open-r1/OpenR1-Math-220k", "revision": COMMIT, "files": "data/*.parquet"}}}
-    cfg = from_dict(PrepareConfig, raw, "prepare")
+    cfg = param_config(PrepareConfig, "prepare", **raw)
     with pytest.raises(DataError, match=rf"prepare\.hub\.openr1: could not download open-r1/OpenR1-Math-220k@{COMMIT}"):
         resolve_inputs(cfg)
     assert not (tmp_path / "out").exists()
 
 
 def test_hub_sources_needed_by_sft_sources_must_be_given():
-    cfg = from_dict(PrepareConfig, {"source": "hub"}, "prepare")
+    cfg = param_config(PrepareConfig, "prepare", **{"source": "hub"})
     with pytest.raises(DataError, match=r"prepare\.files\.openr1 \(or prepare\.hub\.openr1\) is needed"):
         resolve_inputs(cfg)
 
 
 def test_base_model_hub_needs_a_pinned_model():
     with pytest.raises(ConfigError, match=r"base_model\.hub: is required"):
-        from_dict(BaseModelConfig, {"source": "hub"}, "base_model")
+        param_config(BaseModelConfig, "base_model", **{"source": "hub"})
     with pytest.raises(ConfigError, match=r"base_model\.hub\.revision"):
-        from_dict(BaseModelConfig, {"source": "hub", "hub": {"model_id": "Qwen/Qwen3-0.6B", "revision": "main"}},
-                  "base_model")
+        param_config(BaseModelConfig, "base_model", **{"source": "hub", "hub": {"model_id": "Qwen/Qwen3-0.6B", "revision": "main"}})
 
 
 def test_base_model_hub_download_failure_leaves_nothing(tmp_path):
     out = tmp_path / "models" / "base"
-    cfg = from_dict(BaseModelConfig, {"source": "hub", "out_dir": str(out),
-                                      "hub": {"model_id": "Qwen/Qwen3-0.6B", "revision": COMMIT}}, "base_model")
+    cfg = param_config(BaseModelConfig, "base_model", **{"source": "hub", "out_dir": str(out),
+                                      "hub": {"model_id": "Qwen/Qwen3-0.6B", "revision": COMMIT}})
     with pytest.raises(PipelineError, match=rf"could not download Qwen/Qwen3-0.6B@{COMMIT}"):
         build_base_model(cfg)
     assert not out.exists()

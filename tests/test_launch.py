@@ -8,11 +8,11 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from mathpipe.config import from_dict
 from mathpipe.errors import ConfigError, PipelineError
 from mathpipe.training import launch
 from mathpipe.training.launch import LaunchSettings
 from mathpipe.training.sft import SFTStageConfig
+from tests.params import param_config
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
 
@@ -20,7 +20,7 @@ ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
 def test_one_process_stays_a_plain_process(monkeypatch):
     monkeypatch.delenv(launch.LAUNCHED_ENV, raising=False)
     monkeypatch.setattr(launch.os, "execve", lambda *a: pytest.fail("relaunched a one-process stage"))
-    launch.relaunch_under_accelerate(LaunchSettings(num_processes=1), "stages.sft", "sft.launch")
+    launch.relaunch_under_accelerate(param_config(LaunchSettings, "sft.launch", num_processes=1), "stages.sft", "sft.launch")
 
 
 def test_more_processes_replace_the_stage_with_accelerate_launch(monkeypatch):
@@ -29,7 +29,7 @@ def test_more_processes_replace_the_stage_with_accelerate_launch(monkeypatch):
     calls = []
     monkeypatch.setattr(launch.os, "execve", lambda path, argv, env: calls.append((path, argv, env)))
     monkeypatch.setattr(launch.sys, "argv", ["stages/sft.py", "--section", "rft"])
-    settings = LaunchSettings(num_processes=4, config_file="configs/accelerate/multi_gpu.yaml")
+    settings = param_config(LaunchSettings, "sft.launch", num_processes=4, config_file="configs/accelerate/multi_gpu.yaml")
     launch.relaunch_under_accelerate(settings, "stages.sft", "rft.launch")
     (path, argv, env), = calls
     assert path == sys.executable
@@ -43,14 +43,14 @@ def test_more_processes_replace_the_stage_with_accelerate_launch(monkeypatch):
 def test_a_worker_does_not_launch_again(monkeypatch, env):
     monkeypatch.setenv(env, "0")
     monkeypatch.setattr(launch.os, "execve", lambda *a: pytest.fail("a worker launched again"))
-    launch.relaunch_under_accelerate(LaunchSettings(num_processes=2), "stages.sft", "sft.launch")
+    launch.relaunch_under_accelerate(param_config(LaunchSettings, "sft.launch", num_processes=2), "stages.sft", "sft.launch")
 
 
 def test_a_launch_that_started_too_few_workers_stops(monkeypatch):
     monkeypatch.setenv(launch.LAUNCHED_ENV, "2")
     monkeypatch.setattr(launch, "distributed_state", lambda: SimpleNamespace(num_processes=1))
     with pytest.raises(PipelineError, match=r"sft.launch: accelerate started 1 process\(es\), not 2"):
-        launch.check_world_size(LaunchSettings(num_processes=2), "sft.launch")
+        launch.check_world_size(param_config(LaunchSettings, "sft.launch", num_processes=2), "sft.launch")
 
 
 @pytest.mark.parametrize("raw, message", [
@@ -60,7 +60,7 @@ def test_a_launch_that_started_too_few_workers_stops(monkeypatch):
 ])
 def test_bad_launch_params_name_their_key(raw, message):
     with pytest.raises(ConfigError, match=message):
-        from_dict(SFTStageConfig, {"launch": raw}, "sft")
+        param_config(SFTStageConfig, "sft", **{"launch": raw})
 
 
 @pytest.mark.parametrize("name", ["cpu_ddp", "multi_gpu", "fsdp", "zero3", "multi_node"])

@@ -14,11 +14,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mathpipe import prompts
-from mathpipe.config import from_dict
 from mathpipe.errors import ConfigError, PipelineError
 from mathpipe.models import ORIGIN_FILE, load_causal_lm, load_tokenizer, read_origin, resolve_dtype
 from mathpipe.training.base_model import TOKENIZER_FILES, BaseModelConfig, build_base_model, fingerprint
 from mathpipe.training.tiny_model import IM_END, IM_START, PAD, build_model
+from tests.params import param_config
 
 TEXTS = [
     "Tom has 12 apples. He gives 5 to Anna. How many apples does Tom have now?",
@@ -199,7 +199,7 @@ def test_pretraining_trains_on_every_token_of_every_text_and_its_eos(tiny_model_
     tokenizer = load_tokenizer(tiny_model_dir)
     texts = ["Tom has 3 apples.\n3 + 4 = 7", "小明有5本书。", "12 * 3 = 36, 36 / 4 = 9"] * 4  # unequal lengths: padded
     model = load_causal_lm(tiny_model_dir, device="cpu")
-    figures = pretrain(model, tokenizer, texts, PretrainSettings(epochs=2, batch_size=4, warmup_steps=0), seed=0)
+    figures = pretrain(model, tokenizer, texts, param_config(PretrainSettings, "base_model.pretrain", epochs=2, batch_size=4, warmup_steps=0), seed=0)
     per_epoch = sum(len(ids_of(tokenizer, t)) + 1 for t in texts)  # + EOS
     assert figures["pretrain_tokens"] == 2 * per_epoch
     assert figures["pretrain_steps"] == 2 * 3 and figures["pretrain_texts"] == len(texts)
@@ -211,7 +211,7 @@ def test_pretraining_learns_the_corpus_and_is_reproducible(tiny_model_dir, sampl
     from mathpipe.training.base_model import pretraining_texts
     from mathpipe.training.pretrain import PretrainSettings
 
-    settings = PretrainSettings(epochs=1, batch_size=16, learning_rate=3e-3)
+    settings = param_config(PretrainSettings, "base_model.pretrain", epochs=1, batch_size=16, learning_rate=3e-3)
     first = build_base_model(tiny_base_config(tmp_path / "a", sample_dir, pretrain=settings))
     second = build_base_model(tiny_base_config(tmp_path / "b", sample_dir, pretrain=settings))
     assert first["pretrain_steps"] > 0 and first["pretrain_texts"] == len(pretraining_texts(sample_dir))
@@ -236,7 +236,7 @@ def test_pretraining_learns_the_corpus_and_is_reproducible(tiny_model_dir, sampl
 
 def test_base_model_from_a_local_folder(tiny_model_dir, tmp_path):
     out = tmp_path / "base"
-    summary = build_base_model(BaseModelConfig(source="local", local_path=str(tiny_model_dir), out_dir=str(out)))
+    summary = build_base_model(param_config(BaseModelConfig, "base_model", source="local", local_path=str(tiny_model_dir), out_dir=str(out)))
     assert summary["source"] == "local" and summary["model_id"] == str(tiny_model_dir)
     assert summary["revision"] == read_origin(tiny_model_dir)["revision"]  # same weights, same fingerprint
     assert (out / "model.safetensors").read_bytes() == (tiny_model_dir / "model.safetensors").read_bytes()
@@ -246,8 +246,7 @@ def test_base_model_from_a_local_folder(tiny_model_dir, tmp_path):
 def test_base_model_local_path_missing(tmp_path):
     missing = tmp_path / "no" / "model"
     out = tmp_path / "base"
-    cfg = from_dict(BaseModelConfig, {"source": "local", "local_path": str(missing), "out_dir": str(out)},
-                    "base_model")
+    cfg = param_config(BaseModelConfig, "base_model", **{"source": "local", "local_path": str(missing), "out_dir": str(out)})
     with pytest.raises(PipelineError, match=re.escape(f"model not found: {missing} does not exist")):
         build_base_model(cfg)
     assert not out.exists() and list(tmp_path.iterdir()) == []
@@ -264,4 +263,4 @@ def test_base_model_corpus_missing(tmp_path):
 def test_base_model_hub_revision_must_be_a_commit(revision):
     raw = {"source": "hub", "hub": {"model_id": "Qwen/Qwen3-0.6B", "revision": revision}}
     with pytest.raises(ConfigError, match=r"^base_model\.hub\.revision: must be a 40-character commit hash"):
-        from_dict(BaseModelConfig, raw, "base_model")
+        param_config(BaseModelConfig, "base_model", **raw)

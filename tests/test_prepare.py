@@ -31,6 +31,7 @@ from mathpipe.data.prepare import (
 )
 from mathpipe.errors import ConfigError, DataError, PipelineError
 from mathpipe.models import load_tokenizer
+from tests.params import params_with
 
 REPO = Path(__file__).resolve().parents[1]
 OUTPUT_FILES = [
@@ -607,7 +608,7 @@ def test_a_failed_run_keeps_the_previous_output(prepared, prepare_config, copy_s
 )
 def test_unknown_or_ill_typed_parameter(tmp_path, text, key):
     params = tmp_path / "params.yaml"
-    params.write_text(text, encoding="utf-8")
+    params.write_text(yaml.safe_dump(params_with(yaml.safe_load(text))), encoding="utf-8")
     with pytest.raises(ConfigError, match=re.escape(key)):
         load_section("prepare", PrepareConfig, params)
 
@@ -635,8 +636,8 @@ def test_stage_exits_2_with_one_error_line(tmp_path, copy_sample, tiny_model_dir
     bad = raw / "cmath" / "test.jsonl"
     with bad.open("a", encoding="utf-8") as f:
         f.write("{not json\n")
-    params = {"prepare": {"source": "local", "raw_dir": "raw", "tokenizer": str(tiny_model_dir),
-                          "out_dir": "data/prepared"}}
+    params = params_with({"prepare": {"source": "local", "raw_dir": "raw", "tokenizer": str(tiny_model_dir),
+                                      "out_dir": "data/prepared"}})
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     result = subprocess.run([sys.executable, "-m", "stages.prepare"], cwd=tmp_path, env=env,

@@ -50,8 +50,8 @@ def test_a_profile_may_add_trl_arguments_params_yaml_does_not_set():
     assert merge(params, nested)["grpo"]["train"]["model_init_kwargs"] == {"attn_implementation": "sdpa"}
     assert set_arguments(params, overrides) == ["+grpo.train.gradient_accumulation_steps=2", "grpo.train.max_steps=7"]
     assert merge(params, {"sft": {"train": {"neftune_noise_alpha": 5}}})["sft"]["train"]["neftune_noise_alpha"] == 5
-    with pytest.raises(ConfigError, match="sft.lora.rank: not a parameter"):
-        merge(params, {"sft": {"lora": {"rank": 2}}})
+    with pytest.raises(ConfigError, match="sft.launch.processes: not a parameter"):
+        merge(params, {"sft": {"launch": {"processes": 2}}})
 
 
 @given(st.floats(min_value=1e-12, max_value=1e12))
@@ -91,7 +91,7 @@ def write_profile(tmp_path: Path, edit) -> str:
 
 
 @pytest.mark.parametrize("edit, message", [
-    (lambda p: p["sft"]["lora"].update(rank=8), r"sft.lora.rank: not a parameter in params.yaml"),
+    (lambda p: p["sft"]["lora"].update(rank=8), r"sft.lora.rank: not an argument of PEFT's LoraConfig"),
     (lambda p: p["base_model"]["hub"].update(revision="main"), r"base_model.hub.revision: must be a 40-character"),
     (lambda p: p["prepare"]["hub"]["openr1"].update(revision="v1.0"), r"prepare.hub.openr1.revision: must be a 40"),
     (lambda p: p["sft"]["lora"].update(target_modules=["qkv_proj"]),
@@ -170,3 +170,17 @@ def test_the_default_params_pass_the_dry_run(capsys, monkeypatch):
     monkeypatch.chdir(ROOT)
     assert dry_run(None) == 0
     assert "model config: base_model.tiny" in capsys.readouterr().out
+
+
+def test_dvc_set_param_changes_one_key_of_a_one_line_lora_section(tmp_path):
+    """params.yaml writes each `lora:` on one line: `dvc exp run -S sft.lora.lora_alpha=32` (DVC's own
+    override code) changes that key alone, and `+` adds a PEFT argument params.yaml does not set."""
+    from dvc.utils.hydra import apply_overrides
+
+    params = load_params(ROOT / "params.yaml")
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    apply_overrides(tmp_path / "params.yaml", ["sft.lora.lora_alpha=32", "+sft.lora.use_rslora=true"])
+    changed = load_params(tmp_path / "params.yaml")
+    assert changed["sft"]["lora"] == {**params["sft"]["lora"], "lora_alpha": 32, "use_rslora": True}
+    assert {k: v for k, v in changed.items() if k != "sft"} == {k: v for k, v in params.items() if k != "sft"}
+    assert merge(params, {"sft": {"lora": {"use_rslora": True}}})["sft"]["lora"]["use_rslora"] is True

@@ -12,9 +12,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mathpipe import prompts
-from mathpipe.config import from_dict
 from mathpipe.errors import ConfigError
 from mathpipe.training import trainer
+from tests.params import param_config, params_section
 
 QWEN3_TEMPLATES = Path(trl.__file__).parent / "chat_templates"
 OFF = {"enable_thinking": False}
@@ -111,13 +111,13 @@ def test_trl_renders_the_dpo_prompt_with_the_switch(tiny_model_dir, tiny_tokeniz
         seen["chosen"] = self.processing_class.decode(self.train_dataset[0]["chosen_ids"])
 
     monkeypatch.setattr(DPOTrainer, "train", capture)
-    cfg = from_dict(DPOStageConfig, {
-        "model": str(tiny_model_dir), "pairs": {"train_files": str(tmp_path / "train.jsonl"),
+    cfg = param_config(DPOStageConfig, "dpo", **{
+        "model": str(tiny_model_dir), "pairs": {**params_section("dpo.pairs"), "train_files": str(tmp_path / "train.jsonl"),
                                             "val_files": str(tmp_path / "val.jsonl")},
         "out_dir": str(tmp_path / "dpo"), "checkpoint_dir": str(tmp_path / "ckpt"), "live_dir": str(tmp_path / "live"),
-        "lora": {"r": 4, "alpha": 8},
+        "lora": {**params_section("dpo.lora"), "r": 4, "lora_alpha": 8},
         "train": {"max_steps": 1, "per_device_train_batch_size": 2, "per_device_eval_batch_size": 2,
-                  "gradient_checkpointing": False}}, "dpo")
+                  "gradient_checkpointing": False}})
     run_dpo(cfg, chat_template_kwargs=OFF)
     assert seen["prompt"] == prompts.render_prompt(tiny_tokenizer, "What is 6 * 7?", chat_template_kwargs=OFF)
     assert seen["chosen"].startswith("6 * 7 = 42")
@@ -132,7 +132,7 @@ def test_trl_renders_the_dpo_prompt_with_the_switch(tiny_model_dir, tiny_tokeniz
 ])
 def test_bad_template_kwargs_name_their_key(kwargs, key):
     with pytest.raises(ConfigError, match=key):
-        from_dict(prompts.PromptConfig, {"chat_template_kwargs": kwargs}, "prompt")
+        param_config(prompts.PromptConfig, "prompt", **{"chat_template_kwargs": kwargs})
 
 
 def test_the_switch_changes_the_prompt_hash_the_metrics_record(tiny_tokenizer):

@@ -12,6 +12,7 @@ import pytest
 
 from mathpipe.io import read_json
 from mathpipe.tools import rehearsal
+from tests.params import param_config
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILD = {"layers": 1, "problems": 32}  # smaller than make rehearse's
@@ -53,7 +54,7 @@ def test_a_cached_hub_model_loads_offline_through_base_model(offline_hub, tmp_pa
     cached failed until it downloaded through the cache."""
     from mathpipe.training.base_model import BaseModelConfig, HubModel, build_base_model
 
-    cfg = BaseModelConfig(source="hub", hub=HubModel(rehearsal.MODEL_REPO, REVISION),
+    cfg = param_config(BaseModelConfig, "base_model", source="hub", hub=HubModel(rehearsal.MODEL_REPO, REVISION),
                           out_dir=str(tmp_path / "base"))
     summary = build_base_model(cfg)
     assert summary["model_id"] == rehearsal.MODEL_REPO and summary["revision"] == REVISION

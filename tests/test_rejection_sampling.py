@@ -13,7 +13,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mathpipe.config import from_dict
 from mathpipe.data.problems import read_problems
 from mathpipe.errors import ConfigError, DataError, PipelineError
 from mathpipe.generation import Completion
@@ -29,6 +28,7 @@ from mathpipe.training.rejection_sampling import (
     write_outputs,
 )
 from tests.conftest import TINY, tiny_base_config
+from tests.params import param_config
 
 # --- AUC ------------------------------------------------------------------------------------------------
 
@@ -162,7 +162,7 @@ def make_config(tmp_path, prompt_rows, tiny_model_dir, reward_dir):
         raw = {"policy": str(tiny_model_dir), "reward_model": str(reward_dir),
                "prompts_file": str(tmp_path / "prompts.jsonl"), "out_dir": str(tmp_path / "out"),
                "val_fraction": 0.2, "generation": {"n": 5, "temperature": 1.0}, **overrides}
-        return from_dict(RejectionConfig, raw, "rejection_sampling")
+        return param_config(RejectionConfig, "rejection_sampling", **raw)
 
     return make
 

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from mathpipe.config import from_dict
 from mathpipe.errors import ConfigError, DataError
 from mathpipe.evaluation import plotting
 from mathpipe.evaluation.evaluate import wilson_interval
@@ -19,6 +18,7 @@ from mathpipe.evaluation.report import (
     render_markdown,
     stage_figures,
 )
+from tests.params import param_config
 
 
 def write_eval(root: Path, model: str, benchmark: str, correct: int, n: int = 200) -> None:
@@ -54,18 +54,22 @@ def test_the_table_gives_each_models_training_cost_from_its_stage(eval_dir, tmp_
     (tmp_path / "base.json").write_text(json.dumps({"pretrain_steps": 628, "pretrain_tokens": 1443972,
                                                     "pretrain_seconds": 270.5}))
     (tmp_path / "sft.json").write_text(json.dumps({"steps": 582, "train_tokens": 2_100_000, "train_seconds": 240.4}))
+    def cost(metrics: Path, **keys) -> MethodCost:  # params.yaml's keys of a trained stage's figures
+        return param_config(MethodCost, "report.methods.sft", metrics=str(metrics), **keys)
+
     costs = training_costs({
-        "base": MethodCost(str(tmp_path / "base.json"), steps="pretrain_steps", tokens="pretrain_tokens",
-                           seconds="pretrain_seconds"),
-        "sft": MethodCost(str(tmp_path / "sft.json"), starts_from="base")})
+        "base": cost(tmp_path / "base.json", starts_from=None, steps="pretrain_steps", tokens="pretrain_tokens",
+                     seconds="pretrain_seconds"),
+        "sft": cost(tmp_path / "sft.json", starts_from="base")})
     markdown = render_markdown(accuracy_table(["base", "sft"], ["gsm8k", "cmath"], eval_dir), {}, costs)
     assert "| base | 6.5% (3.8–10.8) | 5.5% (3.1–9.6) | – | 628 | 1,443,972 | 270 |" in markdown
     assert "| sft | 42.0% (35.4–48.9) | 28.0% (22.2–34.6) | base | 582 | 2,100,000 | 240 |" in markdown
-    hub_base = training_costs({"base": MethodCost(str(tmp_path / "sft.json"), steps=None, tokens=None, seconds=None)})
+    hub_base = training_costs({"base": cost(tmp_path / "sft.json", starts_from=None, steps=None, tokens=None,
+                                            seconds=None)})
     assert hub_base["base"] == {"starts_from": None, "steps": None, "tokens": None, "seconds": None}  # not trained here
     with pytest.raises(DataError, match=r"sft.json: missing key 'train_tokens'"):
         (tmp_path / "sft.json").write_text(json.dumps({"steps": 582, "train_seconds": 240.4}))
-        training_costs({"sft": MethodCost(str(tmp_path / "sft.json"))})
+        training_costs({"sft": cost(tmp_path / "sft.json")})
 
 
 def test_a_missing_evaluation_is_named(eval_dir):
@@ -114,7 +118,7 @@ def test_a_stage_file_without_a_figure_is_named(tmp_path):
 
 def test_an_unknown_stage_in_params_is_refused():
     with pytest.raises(ConfigError, match=r"report.stage_metrics.ppo: unknown stage"):
-        from_dict(ReportConfig, {"stage_metrics": {"ppo": "metrics/ppo.json"}}, "report")
+        param_config(ReportConfig, "report", **{"stage_metrics": {"ppo": "metrics/ppo.json"}})
 
 
 def write_tsv(path: Path, column: str, rows: list[tuple]) -> None:

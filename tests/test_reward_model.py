@@ -9,19 +9,19 @@ from __future__ import annotations
 
 import pytest
 
-from mathpipe.config import from_dict
+from tests.params import param_config
 from tests.trainers import LORA, PAIR_TRAIN
 
 
 def test_reward_model_trains_merges_and_scores_text(tmp_path, tiny_model_dir, prepared):
     from mathpipe.training.reward_model import RewardScorer, RewardStageConfig, run_reward_model
 
-    cfg = from_dict(RewardStageConfig, {
+    cfg = param_config(RewardStageConfig, "reward_model", **{
         "model": str(tiny_model_dir), "train_file": str(prepared / "pairs_train.jsonl"),
         "val_file": str(prepared / "pairs_val.jsonl"), "max_train_samples": 16, "max_val_samples": 3,
         "out_dir": str(tmp_path / "reward"), "checkpoint_dir": str(tmp_path / "ckpt"),
         "live_dir": str(tmp_path / "live"), "lora": LORA, "train": PAIR_TRAIN,
-    }, "reward_model")
+    })
     summary = run_reward_model(cfg)
     held = summary["held_out"]
     assert held["pairs"] == 3 and 0.0 <= held["accuracy"] <= 1.0

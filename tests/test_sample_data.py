@@ -13,11 +13,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mathpipe.answers import extract_answer
-from mathpipe.config import from_dict
 from mathpipe.data import sample_data
 from mathpipe.data.sample_data import SampleConfig, write_sample_data
 from mathpipe.data.schemas import OPENR1_SCHEMA
 from mathpipe.errors import ConfigError
+from tests.params import param_config, params_section
 
 SMALL = dict(n_train=200, n_gsm8k_test=40, n_cmath_test=40, n_math_test=30, n_gsm8k_train=40, shards=3)
 EQ = re.compile(r"(\d+) ([-+*/]) (\d+) = (\d+)")
@@ -56,14 +56,14 @@ def all_bytes(out: Path) -> dict[str, bytes]:
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     out = tmp_path_factory.mktemp("sample") / "raw"
-    counts = write_sample_data(out, SampleConfig(seed=7, **SMALL))
+    counts = write_sample_data(out, param_config(SampleConfig, "sample", seed=7, **SMALL))
     return out, counts, read_rows(out)
 
 
 def test_same_seed_is_byte_identical_and_another_seed_differs(data, tmp_path):
     out, _, _ = data
-    write_sample_data(tmp_path / "again", SampleConfig(seed=7, **SMALL))
-    write_sample_data(tmp_path / "other", SampleConfig(seed=8, **SMALL))
+    write_sample_data(tmp_path / "again", param_config(SampleConfig, "sample", seed=7, **SMALL))
+    write_sample_data(tmp_path / "other", param_config(SampleConfig, "sample", seed=8, **SMALL))
     first, again, other = all_bytes(out), all_bytes(tmp_path / "again"), all_bytes(tmp_path / "other")
     assert first == again
     assert first.keys() == other.keys()
@@ -262,7 +262,7 @@ def test_held_out_collisions_are_rejected(monkeypatch, tmp_path):
     monkeypatch.setitem(sample_data.OBJECTS, "en", [("apples", "")])
     for key in ("start", "+", "-", "*", "/", "question", "frame"):
         monkeypatch.setitem(sample_data.TEMPLATES["en"], key, sample_data.TEMPLATES["en"][key][:1])
-    cfg = SampleConfig(n_train=20, n_gsm8k_test=20, n_cmath_test=5, n_math_test=5, n_gsm8k_train=20, shards=1,
+    cfg = param_config(SampleConfig, "sample", n_train=20, n_gsm8k_test=20, n_cmath_test=5, n_math_test=5, n_gsm8k_train=20, shards=1,
                        max_steps=1,
                        chinese_fraction=0.0, operand_max=6, value_max=12)
     write_sample_data(tmp_path / "raw", cfg)
@@ -289,13 +289,14 @@ def test_held_out_collisions_are_rejected(monkeypatch, tmp_path):
 )
 def test_bad_config_names_the_key(bad, key):
     with pytest.raises(ConfigError, match=re.escape(key)):
-        from_dict(SampleConfig, bad, "sample")
+        param_config(SampleConfig, "sample", **bad)
 
 
 def test_from_dict_rejects_unknown_keys():
-    assert from_dict(SampleConfig, {"n_train": 10, "shards": 2}, "sample") == SampleConfig(n_train=10, shards=2)
+    cfg = param_config(SampleConfig, "sample", n_train=10, shards=2)
+    assert (cfg.n_train, cfg.shards, cfg.seed) == (10, 2, params_section("sample.seed"))
     with pytest.raises(ConfigError, match=r"sample\.n_trian: unknown parameter"):
-        from_dict(SampleConfig, {"n_trian": 10}, "sample")
+        param_config(SampleConfig, "sample", n_trian=10)
 
 
 def test_failure_while_writing_leaves_nothing(monkeypatch, tmp_path):
@@ -304,13 +305,13 @@ def test_failure_while_writing_leaves_nothing(monkeypatch, tmp_path):
 
     monkeypatch.setattr(sample_data, "write_jsonl", boom)  # fails after the parquet shards are written
     with pytest.raises(OSError, match="disk full"):
-        write_sample_data(tmp_path / "raw", SampleConfig(seed=1, **SMALL))
+        write_sample_data(tmp_path / "raw", param_config(SampleConfig, "sample", seed=1, **SMALL))
     assert list(tmp_path.iterdir()) == []
 
     (tmp_path / "raw").mkdir()  # an earlier output survives a failed rewrite
     (tmp_path / "raw" / "keep.txt").write_text("old")
     with pytest.raises(OSError):
-        write_sample_data(tmp_path / "raw", SampleConfig(seed=1, **SMALL))
+        write_sample_data(tmp_path / "raw", param_config(SampleConfig, "sample", seed=1, **SMALL))
     assert [p.name for p in tmp_path.iterdir()] == ["raw"]
     assert (tmp_path / "raw" / "keep.txt").read_text() == "old"
 
@@ -325,7 +326,7 @@ def test_failure_while_writing_leaves_nothing(monkeypatch, tmp_path):
 )
 def test_any_valid_config_writes_consistent_data(seed, n_train, shards, max_steps, chinese_fraction):
     shards = min(shards, n_train)
-    cfg = SampleConfig(seed=seed, n_train=n_train, n_gsm8k_test=5, n_cmath_test=5, n_math_test=5, n_gsm8k_train=3,
+    cfg = param_config(SampleConfig, "sample", seed=seed, n_train=n_train, n_gsm8k_test=5, n_cmath_test=5, n_math_test=5, n_gsm8k_train=3,
                        shards=shards, max_steps=max_steps, chinese_fraction=chinese_fraction)
     with tempfile.TemporaryDirectory() as d:
         counts = write_sample_data(Path(d) / "raw", cfg)

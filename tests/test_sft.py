@@ -75,7 +75,7 @@ def test_the_same_run_writes_the_same_files_and_no_pickle(tmp_path, tiny_model_d
 def test_full_fine_tuning_writes_a_whole_model(tmp_path, tiny_model_dir, prepared):
     from mathpipe.training.sft import run_sft
 
-    cfg = sft_config(tmp_path, tiny_model_dir, prepared, lora={"enabled": False},
+    cfg = sft_config(tmp_path, tiny_model_dir, prepared, lora=None,
                      train={**TRAIN, "max_steps": 2})
     summary = run_sft(cfg)
     assert summary["method"] == "full" and summary["trainable_parameters"] == summary["total_parameters"]

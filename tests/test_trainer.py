@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from mathpipe.config import from_dict
 from mathpipe.errors import ConfigError, PipelineError
+from tests.params import param_config, params_section
 from tests.trainers import LORA, PAIR_TRAIN, TRAIN, sft_config
 
 
@@ -18,7 +18,10 @@ from tests.trainers import LORA, PAIR_TRAIN, TRAIN, sft_config
     ("override", "message"),
     [
         ({"lora": {**LORA, "r": 0}}, r"sft\.lora\.r"),
-        ({"lora": {**LORA, "dropout": 1.5}}, r"sft\.lora\.dropout"),
+        ({"lora": {**LORA, "lora_dropout": 1.5}}, r"sft\.lora\.lora_dropout"),
+        # PEFT's own names, checked against its LoraConfig
+        ({"lora": {**LORA, "alpha": 8}}, r"sft\.lora\.alpha: not an argument of PEFT's LoraConfig \(did you mean .*lora_alpha"),
+        ({"lora": {**LORA, "task_type": "SEQ_CLS"}}, r"sft\.lora\.task_type: set by the pipeline"),
         ({"dtype": "int8"}, r"sft\.dtype"),
         ({"train": {**TRAIN, "learning_rate": -1e-4}}, r"sft\.train\.learning_rate"),
         ({"train": {**TRAIN, "per_device_train_batch_size": 0}}, r"sft\.train\.per_device_train_batch_size: must be"),
@@ -111,10 +114,10 @@ def test_a_max_length_that_would_cut_answers_stops_before_training(tmp_path, tin
               "live_dir": str(tmp_path / "live"), "lora": LORA, "train": {**PAIR_TRAIN, "max_length": 32}}
     files = {"train_file": str(prepared / "pairs_train.jsonl"), "val_file": str(prepared / "pairs_val.jsonl")}
     if stage == "dpo":
-        cfg, run = from_dict(DPOStageConfig, {**common, "pairs": {"train_files": files["train_file"],
-                                                                   "val_files": files["val_file"]}}, stage), run_dpo
+        cfg, run = param_config(DPOStageConfig, stage, **{**common, "pairs": {**params_section("dpo.pairs"), "train_files": files["train_file"],
+                                                                   "val_files": files["val_file"]}}), run_dpo
     else:
-        cfg, run = from_dict(RewardStageConfig, {**common, **files}, stage), run_reward_model
+        cfg, run = param_config(RewardStageConfig, stage, **{**common, **files}), run_reward_model
     with pytest.raises(ConfigError, match=rf"^{stage}\.train\.max_length: 32 tokens would cut \d+ of 20 sequences"
                                           r".*rejection_sampling\.generation\.max_new_tokens"):
         run(cfg)

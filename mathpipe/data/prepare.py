@@ -41,31 +41,31 @@ log = logging.getLogger(__name__)
 
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Filters:
-    min_correctness_count: int = 1
+    min_correctness_count: int
     # Which judges must call a trace correct: any (Math-Verify or the Llama judge, OpenR1's own rule:
     # the judge recovers correct traces Math-Verify failed to parse) | math_verify | llama | all (every
     # judge that gave a verdict) | none (no check). A rejected trace is always wrong by every judge.
-    correct_by: Literal["any", "math_verify", "llama", "all", "none"] = "any"
-    require_complete: bool = True  # ... whose reasoning is complete (closed </think>)
-    require_finish_stop: bool = True  # ... that finished with "stop" (a null finish_reasons passes)
-    max_tokens: int = 512  # prompt + response, in tokens of the base model's tokenizer
+    correct_by: Literal["any", "math_verify", "llama", "all", "none"]
+    require_complete: bool  # ... whose reasoning is complete (closed </think>)
+    require_finish_stop: bool  # ... that finished with "stop" (a null finish_reasons passes)
+    max_tokens: int  # prompt + response, in tokens of the base model's tokenizer
 
     def validate(self, prefix: str) -> None:
         check(self.min_correctness_count >= 0, f"{prefix}.min_correctness_count", "must be >= 0")
         check_positive(self.max_tokens, f"{prefix}.max_tokens")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class LocalFiles:
     """Paths or globs relative to `raw_dir`; null leaves a source out."""
 
-    openr1: list[str] | str | None = "openr1/*.parquet"
-    gsm8k_train: str | None = "gsm8k/train.jsonl"
-    gsm8k_test: str | None = "gsm8k/test.jsonl"
-    cmath_test: str | None = "cmath/test.jsonl"
-    math_test: str | None = "math/test.jsonl"
+    openr1: list[str] | str | None
+    gsm8k_train: str | None
+    gsm8k_test: str | None
+    cmath_test: str | None
+    math_test: str | None
 
 
 @dataclass
@@ -80,32 +80,32 @@ class HubFiles:
         check_revision(self.revision, f"{prefix}.revision", "data set")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class HubSources:
-    openr1: HubFiles | None = None
-    gsm8k_train: HubFiles | None = None
-    gsm8k_test: HubFiles | None = None
-    cmath_test: HubFiles | None = None
-    math_test: HubFiles | None = None
+    openr1: HubFiles | None
+    gsm8k_train: HubFiles | None
+    gsm8k_test: HubFiles | None
+    cmath_test: HubFiles | None
+    math_test: HubFiles | None
 
 
-@dataclass
+@dataclass(kw_only=True)
 class PrepareConfig:
-    source: Literal["sample", "local", "hub"] = "sample"
-    raw_dir: str = SAMPLE_DIR
-    files: LocalFiles = field(default_factory=LocalFiles)
-    hub: HubSources = field(default_factory=HubSources)
-    out_dir: str = "data/prepared"
-    tokenizer: str = "models/base"
-    sft_sources: list[Literal["openr1", "gsm8k"]] = field(default_factory=lambda: ["openr1"])
-    trace: Literal["generation", "solution"] = "generation"
-    template: str = prompts.DEFAULT_TEMPLATE
-    filters: Filters = field(default_factory=Filters)
-    pairs_per_problem: int = 1  # preference pairs per problem: each a different incorrect trace
-    val_fraction: float = 0.05
-    max_train_rows: int | None = None
-    split_seed: int = 0
-    batch_size: int = 512
+    source: Literal["sample", "local", "hub"]
+    raw_dir: str
+    files: LocalFiles
+    hub: HubSources
+    out_dir: str
+    tokenizer: str
+    sft_sources: list[Literal["openr1", "gsm8k"]]
+    trace: Literal["generation", "solution"]
+    template: str
+    filters: Filters
+    pairs_per_problem: int  # preference pairs per problem: each a different incorrect trace
+    val_fraction: float
+    max_train_rows: int | None
+    split_seed: int
+    batch_size: int
 
     def validate(self, prefix: str) -> None:
         check(bool(self.sft_sources), f"{prefix}.sft_sources", "must name at least one source")

@@ -17,7 +17,7 @@ sets (`mathpipe.data.schemas`, `shared/data/README.md`), so the same readers ser
 Usage:
 
     from mathpipe.data.sample_data import SampleConfig, write_sample_data
-    counts = write_sample_data(Path("data/raw"), SampleConfig(seed=1234, n_train=5000))
+    counts = write_sample_data(Path("data/raw"), from_params(SampleConfig, "sample"))   # params.yaml's section
     # {"openr1/train-00000-of-00004.parquet": 1250, ..., "cmath/test.jsonl": 200, "math/test.jsonl": 100}
 
 The same config writes byte-identical files; test questions never appear among training problems.
@@ -129,26 +129,26 @@ ZH_SOURCES = ["cn_k12", "cn_k12", "cn_contest"]
 
 SAMPLE_DIR = "data/raw/sample"  # where the sample_data stage writes
 
-@dataclass
+@dataclass(kw_only=True)
 class SampleConfig:
     """The `sample` section of params.yaml."""
 
-    seed: int = 1234
-    n_train: int = 5000  # OpenR1-style training problems (before the pipeline's filters)
-    n_gsm8k_test: int = 200
-    n_cmath_test: int = 200
-    n_math_test: int = 100  # MATH-style questions: English word problems in MATH-500's schema
-    n_gsm8k_train: int = 500  # GSM8K-format training problems (an optional SFT source)
-    shards: int = 4  # number of OpenR1 parquet shards
-    chinese_fraction: float = 0.3  # share of OpenR1 training problems written in Chinese
+    seed: int
+    n_train: int  # OpenR1-style training problems (before the pipeline's filters)
+    n_gsm8k_test: int
+    n_cmath_test: int
+    n_math_test: int  # MATH-style questions: English word problems in MATH-500's schema
+    n_gsm8k_train: int  # GSM8K-format training problems (an optional SFT source)
+    shards: int  # number of OpenR1 parquet shards
+    chinese_fraction: float  # share of OpenR1 training problems written in Chinese
     # Difficulty: steps per problem and how large the numbers get, i.e. how many arithmetic facts a
     # model must learn. The defaults are sized so the tiny default model learns them in minutes;
     # max_steps 3 with operand_max 60, factor_max 9, product_max 120, value_max 150 is much harder.
-    max_steps: int = 2  # 1..3 arithmetic steps per problem
-    operand_max: int = 12  # the numbers a problem states
-    factor_max: int = 5  # multipliers and divisors
-    product_max: int = 40  # no product above this
-    value_max: int = 40  # no intermediate or final result above this
+    max_steps: int  # 1..3 arithmetic steps per problem
+    operand_max: int  # the numbers a problem states
+    factor_max: int  # multipliers and divisors
+    product_max: int  # no product above this
+    value_max: int  # no intermediate or final result above this
 
     def validate(self, prefix: str) -> None:
         for key in ("n_train", "n_gsm8k_test", "n_cmath_test", "n_math_test"):

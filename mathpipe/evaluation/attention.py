@@ -12,7 +12,7 @@ Layers and heads are checked against the model's config.json before anything is 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -28,35 +28,35 @@ LAYER_NAMES = ("first", "middle", "last")
 CONTINUATION = "…"  # label of a token that holds only part of a character (byte-level BPE)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class WindowSettings:
     """The square of tokens drawn: `size` tokens from `start` (negative: counted from the end)."""
 
-    start: int = -64
-    size: int | None = 64  # null: the whole sequence
+    start: int
+    size: int | None  # null: the whole sequence
 
     def validate(self, prefix: str) -> None:
         if self.size is not None:
             check_positive(self.size, f"{prefix}.size")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class AttentionConfig:
-    models: list[str] = field(default_factory=lambda: ["base"])
-    models_dir: str = "models"
-    prompts: dict[str, str] = field(default_factory=dict)  # name -> question
-    template: str = prompt_registry.DEFAULT_TEMPLATE
-    layers: list[int | Literal["first", "middle", "last"]] = field(default_factory=lambda: list(LAYER_NAMES))
-    heads: Literal["mean", "all"] | list[int] = "mean"  # mean over heads | one panel per head | chosen heads
-    compare_layers: list[int | Literal["first", "middle", "last"]] = field(default_factory=lambda: ["last"])
-    window: WindowSettings = field(default_factory=WindowSettings)
-    color_scale: Literal["linear", "sqrt", "log"] = "sqrt"
-    max_label_chars: int = 12
-    dpi: int = 100
-    data_dir: str = "data/attention"
-    plots_dir: str = "plots/attention"
-    engine: EngineSettings = field(default_factory=lambda: EngineSettings(backend="transformers"))
-    generation: GenerationSettings = field(default_factory=lambda: GenerationSettings(max_new_tokens=128))
+    models: list[str]
+    models_dir: str
+    prompts: dict[str, str]  # name -> question
+    template: str
+    layers: list[int | Literal["first", "middle", "last"]]
+    heads: Literal["mean", "all"] | list[int]  # mean over heads | one panel per head | chosen heads
+    compare_layers: list[int | Literal["first", "middle", "last"]]
+    window: WindowSettings
+    color_scale: Literal["linear", "sqrt", "log"]
+    max_label_chars: int
+    dpi: int
+    data_dir: str
+    plots_dir: str
+    engine: EngineSettings
+    generation: GenerationSettings
 
     def validate(self, prefix: str) -> None:
         check(bool(self.models), f"{prefix}.models", "must name at least one model")

@@ -13,7 +13,7 @@ the metrics are avg@n (`accuracy`), maj@n and pass@n, each with a 95% interval.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -24,18 +24,18 @@ from mathpipe.generation import EngineSettings, GenerationSettings, Generator, m
 from mathpipe.io import read_jsonl
 
 
-@dataclass
+@dataclass(kw_only=True)
 class EvaluateConfig:
-    models: list[str] = field(default_factory=lambda: ["base"])
-    benchmarks: list[Literal["gsm8k", "cmath", "math"]] = field(default_factory=lambda: ["gsm8k", "cmath", "math"])
-    models_dir: str = "models"
-    eval_dir: str = "data/prepared/eval"
-    predictions_dir: str = "data/predictions"
-    metrics_dir: str = "metrics/eval"
-    template: str = prompts.DEFAULT_TEMPLATE
-    max_samples: int | None = None
-    engine: EngineSettings = field(default_factory=EngineSettings)
-    generation: GenerationSettings = field(default_factory=GenerationSettings)
+    models: list[str]
+    benchmarks: list[Literal["gsm8k", "cmath", "math"]]
+    models_dir: str
+    eval_dir: str
+    predictions_dir: str
+    metrics_dir: str
+    template: str
+    max_samples: int | None
+    engine: EngineSettings
+    generation: GenerationSettings
 
     def validate(self, prefix: str) -> None:
         check(bool(self.models), f"{prefix}.models", "must name at least one model")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import csv
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from mathpipe.config import check, check_positive
@@ -65,28 +65,28 @@ STAGE_FIGURES: dict[str, list[tuple[str, str, str]]] = {
 }
 
 
-@dataclass
+@dataclass(kw_only=True)
 class MethodCost:
     """Where the comparison table finds what training a model cost: its stage's metrics file."""
 
     metrics: str
-    starts_from: str | None = None  # the model it was trained from (null: from scratch)
-    steps: str | None = "steps"  # keys in that file; null: not trained here (a Hub base model)
-    tokens: str | None = "train_tokens"
-    seconds: str | None = "train_seconds"
+    starts_from: str | None  # the model it was trained from (null: from scratch)
+    steps: str | None  # keys in that file; null: not trained here (a Hub base model)
+    tokens: str | None
+    seconds: str | None
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ReportConfig:
-    methods: dict[str, MethodCost] = field(default_factory=dict)  # model -> its training's metrics
-    stage_metrics: dict[str, str] = field(default_factory=dict)  # stage name (a STAGE_FIGURES key) -> file
-    curves: dict[str, str] = field(default_factory=dict)  # stage name -> DVCLive folder
-    reward_curves: dict[str, str] = field(default_factory=dict)  # RL stage name -> DVCLive folder
-    attention_figures: list[str] = field(default_factory=list)  # compare/png stems copied next to the report
-    table_markdown: str = "metrics/report.md"
-    table_json: str = "metrics/report.json"
-    plots_dir: str = "plots/report"
-    dpi: int = 100
+    methods: dict[str, MethodCost]  # model -> its training's metrics
+    stage_metrics: dict[str, str]  # stage name (a STAGE_FIGURES key) -> file
+    curves: dict[str, str]  # stage name -> DVCLive folder
+    reward_curves: dict[str, str]  # RL stage name -> DVCLive folder
+    attention_figures: list[str]  # compare/png stems copied next to the report
+    table_markdown: str
+    table_json: str
+    plots_dir: str
+    dpi: int
 
     def validate(self, prefix: str) -> None:
         for name in self.stage_metrics:

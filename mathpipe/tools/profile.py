@@ -21,9 +21,11 @@ from mathpipe.errors import ConfigError
 
 PROFILES_DIR = Path("profiles")
 PROFILE_ONLY_KEYS = ("dry_run",)  # sections a profile may hold that are not params
-# Sections in a TRL config's own argument names: a profile may add any of them (the dry run checks
-# each against TRL's dataclass, mathpipe.training.trl_args), not only those params.yaml happens to set.
-TRL_ARGUMENT_SECTIONS = ("sft.train", "rft.train", "reward_model.train", "dpo.train", "grpo.train")
+# Sections in a library config's own argument names (TRL's for train:, PEFT's LoraConfig for lora:): a
+# profile may add any of them (the dry run checks each against its dataclass,
+# mathpipe.training.trl_args), not only those params.yaml happens to set.
+TRAINERS = ("sft", "rft", "reward_model", "dpo", "grpo")
+LIBRARY_ARGUMENT_SECTIONS = tuple(f"{stage}.{section}" for stage in TRAINERS for section in ("train", "lora"))
 
 
 def profile_path(name: str) -> Path:
@@ -40,12 +42,12 @@ def load_profile(name: str) -> dict:
 
 def merge(base: dict, overrides: dict, prefix: str = "") -> dict:
     """params with the overrides applied; a key the params do not have is an error (a typo), except
-    in a TRL argument section."""
+    in a TRL or PEFT argument section."""
     merged = dict(base)
     for key, value in overrides.items():
         name = f"{prefix}{key}"
         if key not in base:
-            if prefix.rstrip(".") not in TRL_ARGUMENT_SECTIONS:
+            if prefix.rstrip(".") not in LIBRARY_ARGUMENT_SECTIONS:
                 raise ConfigError(f"{name}: not a parameter in params.yaml (a typo?)")
             merged[key] = value
         elif isinstance(value, dict) and isinstance(base[key], dict):

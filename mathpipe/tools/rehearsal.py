@@ -192,6 +192,7 @@ def write_openr1_shards(sample_dir: Path, out_dir: Path, seed: int, min_chars: i
 def build(cache: Path, layers: int = 2, problems: int = 64, seed: int = 0, shared_data: Path = SHARED_DATA,
           min_chars: int = 3000, max_chars: int = 9000) -> dict:
     """Write the model and data repositories into `cache`; returns what was written."""
+    from mathpipe.config import from_params
     from mathpipe.data.sample_data import SampleConfig, write_sample_data
     from mathpipe.training.base_model import corpus_texts
 
@@ -203,8 +204,9 @@ def build(cache: Path, layers: int = 2, problems: int = 64, seed: int = 0, share
     cache, commit = Path(cache), revision(layers, problems, seed, min_chars, max_chars)
     with tempfile.TemporaryDirectory(prefix="rehearsal-") as tmp:
         tmp = Path(tmp)
-        write_sample_data(tmp / "sample", SampleConfig(seed=seed, n_train=problems, n_gsm8k_train=8,
-                                                      n_gsm8k_test=8, n_cmath_test=8, n_math_test=8, shards=2))
+        sample = from_params(SampleConfig, "sample", seed=seed, n_train=problems, n_gsm8k_train=8, n_gsm8k_test=8,
+                             n_cmath_test=8, n_math_test=8, shards=2)
+        write_sample_data(tmp / "sample", sample)
         shards = write_openr1_shards(tmp / "sample", tmp / "data" / "openr1", seed, min_chars, max_chars)
         data = write_snapshot(cache, DATA_REPO, "dataset",
                               {f"openr1/{p.name}": p for p in shards} | tests, commit)

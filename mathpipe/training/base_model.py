@@ -16,7 +16,7 @@ import logging
 import math
 import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -43,17 +43,17 @@ class HubModel:
         check_revision(self.revision, f"{prefix}.revision", "model")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class BaseModelConfig:
-    source: Literal["tiny", "hub", "local"] = "tiny"
-    out_dir: str = "models/base"
-    seed: int = 0
-    tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
-    pretrain: PretrainSettings = field(default_factory=PretrainSettings)  # tiny only
-    corpus_dir: str = "data/raw/sample"  # what the tiny tokenizer is trained on
-    hub: HubModel | None = None
-    local_path: str | None = None
-    trust_remote_code: bool = False
+    source: Literal["tiny", "hub", "local"]
+    out_dir: str
+    seed: int
+    tiny: TinyModelConfig
+    pretrain: PretrainSettings  # tiny only
+    corpus_dir: str  # what the tiny tokenizer is trained on
+    hub: HubModel | None
+    local_path: str | None
+    trust_remote_code: bool
 
     def validate(self, prefix: str) -> None:
         check(self.source != "hub" or self.hub is not None, f"{prefix}.hub",

@@ -11,7 +11,7 @@ schema (see mathpipe.data.pairs), from local files or a pinned Hub revision.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from mathpipe import prompts
@@ -28,30 +28,30 @@ DPO_LOSSES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_
               "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class PairSource:
-    format: pair_formats.PairFormat = "trl"
-    train_files: str = "data/prepared/pairs_train.jsonl"  # path or glob (inside the Hub snapshot if hub)
-    val_files: str | None = "data/prepared/pairs_val.jsonl"  # null: hold out val_fraction of train
-    hub: HubFiles | None = None  # download train_files from a dataset repo at a pinned commit
-    val_fraction: float = 0.05
-    split_seed: int = 0
-    template: str = prompts.DEFAULT_TEMPLATE  # the user turn for external questions
+    format: pair_formats.PairFormat
+    train_files: str  # path or glob (inside the Hub snapshot if hub)
+    val_files: str | None  # null: hold out val_fraction of train
+    hub: HubFiles | None  # download train_files from a dataset repo at a pinned commit
+    val_fraction: float
+    split_seed: int
+    template: str  # the user turn for external questions
 
     def validate(self, prefix: str) -> None:
         check_range(self.val_fraction, f"{prefix}.val_fraction", 0.0, 0.5)
         prompts.instruction(self.template)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class DPOStageConfig(trainer.TrainerStage):
-    model: str = "models/sft"
-    pairs: PairSource = field(default_factory=PairSource)
-    max_train_samples: int | None = None
-    max_val_samples: int | None = None
-    out_dir: str = "models/dpo_adapter"
-    checkpoint_dir: str = "checkpoints/dpo"
-    live_dir: str = "dvclive/dpo"
+    model: str
+    pairs: PairSource
+    max_train_samples: int | None
+    max_val_samples: int | None
+    out_dir: str
+    checkpoint_dir: str
+    live_dir: str
 
     TRL_CONFIG = "DPOConfig"  # train: beta, loss_type (one or several, with loss_weights), max_length, ...
 

@@ -14,7 +14,7 @@ policy is the same network with the adapter switched off.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from mathpipe import answers, prompts
@@ -27,17 +27,17 @@ from mathpipe.training.grpo_rewards import RewardSettings, reward_functions
 log = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class GRPOStageConfig(trainer.TrainerStage):
-    model: str = "models/sft"
-    prompts_file: str = "data/prepared/sft_train.jsonl"  # problems with their gold answers
-    max_prompts: int | None = None  # a seeded random subset (null: every prompt)
-    prompt_seed: int = 0
-    template: str = prompts.DEFAULT_TEMPLATE
-    out_dir: str = "models/grpo_adapter"
-    checkpoint_dir: str = "checkpoints/grpo"
-    live_dir: str = "dvclive/grpo"
-    rewards: RewardSettings = field(default_factory=RewardSettings)
+    model: str
+    prompts_file: str  # problems with their gold answers
+    max_prompts: int | None  # a seeded random subset (null: every prompt)
+    prompt_seed: int
+    template: str
+    out_dir: str
+    checkpoint_dir: str
+    live_dir: str
+    rewards: RewardSettings
 
     TRL_CONFIG = "GRPOConfig"
     FROM_PARAMS = ("reward_weights", "chat_template_kwargs")  # from grpo.rewards and the prompt section

@@ -1,6 +1,6 @@
 """Verifiable rewards for GRPO, over the one answer checker, in TRL's reward-function contract.
 
-    funcs, weights = reward_functions(RewardSettings(weights={"accuracy": 1.0, "format": 0.2}),
+    funcs, weights = reward_functions(from_params(RewardSettings, "grpo.rewards", weights={"accuracy": 1.0}),
                                       max_completion_length=256, end_token_ids={tokenizer.eos_token_id})
     GRPOTrainer(..., reward_funcs=funcs, args=GRPOConfig(reward_weights=weights, ...))
 
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from mathpipe import answers, prompts
 from mathpipe.config import check
@@ -31,12 +31,12 @@ REWARD_NAMES = ("accuracy", "format", "overlong")
 _BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class RewardSettings:
     """Which rewards GRPO sums, with their weights (TRL's `reward_weights`)."""
 
-    weights: dict[str, float] = field(default_factory=lambda: {"accuracy": 1.0})
-    overlong_buffer: int = 64  # tokens before the limit where the overlong penalty starts
+    weights: dict[str, float]
+    overlong_buffer: int  # tokens before the limit where the overlong penalty starts
 
     def validate(self, prefix: str) -> None:
         check(bool(self.weights), f"{prefix}.weights", "must name at least one reward")

@@ -28,10 +28,10 @@ from mathpipe.errors import PipelineError
 log = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class LaunchSettings:
-    num_processes: int = 1  # 1: a plain process; more: accelerate launch with config_file
-    config_file: str = "configs/accelerate/cpu_ddp.yaml"  # configs/accelerate/: cpu_ddp, multi_gpu, fsdp, zero3, ...
+    num_processes: int  # 1: a plain process; more: accelerate launch with config_file
+    config_file: str  # configs/accelerate/: cpu_ddp, multi_gpu, fsdp, zero3, ...
 
     def validate(self, prefix: str) -> None:
         check_positive(self.num_processes, f"{prefix}.num_processes")

@@ -22,7 +22,7 @@ A folder without adapter_config.json is a fully fine-tuned model: it is re-saved
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from mathpipe import prompts
@@ -37,24 +37,24 @@ log = logging.getLogger(__name__)
 ADAPTER_CONFIG = "adapter_config.json"
 
 
-@dataclass
+@dataclass(kw_only=True)
 class MergeSpec:
     base: str
     adapter: str
     out: str
 
 
-@dataclass
+@dataclass(kw_only=True)
 class MergeConfig:
-    models: dict[str, MergeSpec] = field(default_factory=dict)
-    probe_file: str = "data/prepared/sft_val.jsonl"  # chat records: prompt + response as probes
-    probe_samples: int = 8
+    models: dict[str, MergeSpec]
+    probe_file: str  # chat records: prompt + response as probes
+    probe_samples: int
     # each probe cut to its first N tokens: a wrong merge shows at every position, while the cost of
     # the four float32 passes grows with length (an R1 trace of 4,096 tokens costs 8x a 512-token cut)
-    probe_max_tokens: int = 512
-    tolerance: float = 1e-3  # largest allowed |logit difference|, merged vs base + adapter
-    save_dtype: str = "auto"  # auto: the base checkpoint's own dtype
-    trust_remote_code: bool = False
+    probe_max_tokens: int
+    tolerance: float  # largest allowed |logit difference|, merged vs base + adapter
+    save_dtype: str  # auto: the base checkpoint's own dtype
+    trust_remote_code: bool
 
     def validate(self, prefix: str) -> None:
         check(bool(self.models), f"{prefix}.models", "must name at least one adapter to merge")

@@ -23,13 +23,13 @@ from mathpipe.config import check, check_positive
 log = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class PretrainSettings:
-    epochs: float = 3.0  # 0: no pre-training (a randomly initialised base)
-    learning_rate: float = 3e-3
-    batch_size: int = 32
-    warmup_steps: int = 10
-    max_length: int = 256  # tokens per text
+    epochs: float  # 0: no pre-training (a randomly initialised base)
+    learning_rate: float
+    batch_size: int
+    warmup_steps: int
+    max_length: int  # tokens per text
 
     def validate(self, prefix: str) -> None:
         check(self.epochs >= 0, f"{prefix}.epochs", f"must be >= 0, got {self.epochs}")

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -32,29 +32,28 @@ from mathpipe.models import read_origin, require_model_dir
 log = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class SelectionSettings:
-    rule: Literal["verified_reward", "reward", "verifier"] = "verified_reward"
-    min_reward: float | None = None  # a selected sample scored below this is dropped (null: no threshold)
+    rule: Literal["verified_reward", "reward", "verifier"]
+    min_reward: float | None  # a selected sample scored below this is dropped (null: no threshold)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class RejectionConfig:
-    policy: str = "models/sft"
-    reward_model: str = "models/reward"
-    prompts_file: str = "data/prepared/sft_train.jsonl"  # rows with problem and answer (prepare's SFT records)
-    max_prompts: int | None = None  # a seeded random subset of this many prompts (null: all)
-    prompt_seed: int = 0
-    template: str = prompts.DEFAULT_TEMPLATE
-    out_dir: str = "data/rejection"
-    pairs_per_prompt: int = 1  # the selected sample against this many lowest-reward incorrect ones
-    val_fraction: float = 0.05  # share of prompts whose pairs are held out (pairs_val.jsonl)
-    split_seed: int = 0
-    score_batch_size: int = 64
-    engine: EngineSettings = field(default_factory=EngineSettings)
-    generation: GenerationSettings = field(
-        default_factory=lambda: GenerationSettings(n=8, temperature=1.0, max_new_tokens=256))
-    selection: SelectionSettings = field(default_factory=SelectionSettings)
+    policy: str
+    reward_model: str
+    prompts_file: str  # rows with problem and answer (prepare's SFT records)
+    max_prompts: int | None  # a seeded random subset of this many prompts (null: all)
+    prompt_seed: int
+    template: str
+    out_dir: str
+    pairs_per_prompt: int  # the selected sample against this many lowest-reward incorrect ones
+    val_fraction: float  # share of prompts whose pairs are held out (pairs_val.jsonl)
+    split_seed: int
+    score_batch_size: int
+    engine: EngineSettings
+    generation: GenerationSettings
+    selection: SelectionSettings
 
     def validate(self, prefix: str) -> None:
         if self.max_prompts is not None:

@@ -27,18 +27,18 @@ from mathpipe.training import trainer
 
 log = logging.getLogger(__name__)
 
-@dataclass
+@dataclass(kw_only=True)
 class RewardStageConfig(trainer.TrainerStage):
-    model: str = "models/sft"  # the backbone: models/base or models/sft
-    train_file: str = "data/prepared/pairs_train.jsonl"
-    val_file: str = "data/prepared/pairs_val.jsonl"
-    max_train_samples: int | None = None
-    max_val_samples: int | None = None
-    out_dir: str = "models/reward"
-    checkpoint_dir: str = "checkpoints/reward_model"
-    live_dir: str = "dvclive/reward_model"
-    score_batch_size: int = 32
-    likelihood_baseline: bool = True  # also rank the held-out pairs by the backbone LM's own likelihood
+    model: str  # the backbone: models/base or models/sft
+    train_file: str
+    val_file: str
+    max_train_samples: int | None
+    max_val_samples: int | None
+    out_dir: str
+    checkpoint_dir: str
+    live_dir: str
+    score_batch_size: int
+    likelihood_baseline: bool  # also rank the held-out pairs by the backbone LM's own likelihood
 
     TRL_CONFIG = "RewardConfig"
 

@@ -25,18 +25,18 @@ GENERATION_MARKER = "{% generation %}"
 _GENERATION_TAG = re.compile(r"\{%-?\s*generation\s*-?%\}")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class SFTStageConfig(trainer.TrainerStage):
-    model: str = "models/base"
-    train_file: str = "data/prepared/sft_train.jsonl"
-    val_file: str | None = "data/prepared/sft_val.jsonl"
-    max_train_samples: int | None = None
-    max_val_samples: int | None = None
-    out_dir: str = "models/sft_adapter"
-    checkpoint_dir: str = "checkpoints/sft"
-    live_dir: str = "dvclive/sft"
+    model: str
+    train_file: str
+    val_file: str | None
+    max_train_samples: int | None
+    max_val_samples: int | None
+    out_dir: str
+    checkpoint_dir: str
+    live_dir: str
     # a jinja file with {% generation %} markers, or trl:<file>, if the model's template lacks them
-    chat_template: str | None = None
+    chat_template: str | None
 
     TRL_CONFIG = "SFTConfig"
     # The loss covers the assistant's tokens only, one conversation per sequence.

@@ -1,7 +1,7 @@
 """The embedded default model: a tiny Qwen3 with a byte-level BPE tokenizer trained on the corpus.
 
     tokenizer = train_tokenizer(texts, vocab_size=1024)
-    model = build_model(tokenizer, TinyModelConfig(), seed=0)
+    model = build_model(tokenizer, from_params(TinyModelConfig, "base_model.tiny"), seed=0)
 
 Both are ordinary `transformers` objects: `save_pretrained` writes a folder that `from_pretrained`,
 TRL and vLLM load like any Hub checkpoint. head_dim is 64 because vLLM's CPU attention kernels
@@ -51,20 +51,20 @@ CHAT_TEMPLATE = (
 )
 
 
-@dataclass
+@dataclass(kw_only=True)
 class TinyModelConfig:
-    vocab_size: int = 1024
-    hidden_size: int = 128
-    intermediate_size: int = 384
-    num_hidden_layers: int = 4
-    num_attention_heads: int = 2
-    num_key_value_heads: int = 1
-    head_dim: int = 64
-    max_position_embeddings: int = 1024
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    head_dim: int
+    max_position_embeddings: int
     # Std of the random initial weights; null: 1/sqrt(hidden_size). Qwen3's 0.02 suits its 1024-wide
     # layers; at width 128 it leaves attention logits so flat that the model takes far longer to
     # learn to look back at the question (measured: no use of the question after 3 epochs of SFT).
-    initializer_range: float | None = None
+    initializer_range: float | None
 
     def init_std(self) -> float:
         return self.initializer_range if self.initializer_range is not None else self.hidden_size ** -0.5

@@ -24,7 +24,7 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -40,25 +40,6 @@ log = logging.getLogger(__name__)
 FINGERPRINT_FILE = "mathpipe-run.json"  # in the checkpoint folder: which configuration wrote it
 
 
-@dataclass
-class LoraSettings:
-    """PEFT LoRA on the named linear layers; `enabled: false` trains every weight instead."""
-
-    enabled: bool = True
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.0
-    target_modules: list[str] = field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-    )
-
-    def validate(self, prefix: str) -> None:
-        check(self.r >= 1, f"{prefix}.r", f"LoRA rank must be >= 1, got {self.r}")
-        check_positive(self.alpha, f"{prefix}.alpha")
-        check_range(self.dropout, f"{prefix}.dropout", 0.0, 0.99)
-        check(bool(self.target_modules), f"{prefix}.target_modules", "must name at least one module")
-
-
 # Set by the pipeline, never by params: where checkpoints go, logging, the device and precision.
 OWNED_ARGUMENTS = ("output_dir", "report_to", "use_cpu", "bf16", "fp16", "disable_tqdm")
 # Where TRL's defaults do not suit this pipeline (one CPU process by default, checkpoints to resume
@@ -72,19 +53,19 @@ POSITIVE_ARGUMENTS = ("per_device_train_batch_size", "per_device_eval_batch_size
                       "logging_steps", "eval_steps", "save_steps", "save_total_limit", "max_length")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class TrainerStage:
     """The keys every trainer stage's section has; each stage's config adds its data keys."""
 
-    model: str = "models/sft"
-    out_dir: str = "models/adapter"
-    checkpoint_dir: str = "checkpoints/train"  # Trainer checkpoints, kept only to resume an interrupted run
-    live_dir: str = "dvclive/train"  # DVCLive's curves (dvc plots show)
-    dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
-    trust_remote_code: bool = False
-    lora: LoraSettings = field(default_factory=LoraSettings)
-    train: dict[str, Any] = field(default_factory=dict)  # the TRL config's arguments, in TRL's names
-    launch: LaunchSettings = field(default_factory=LaunchSettings)  # processes: accelerate launch
+    model: str
+    out_dir: str
+    checkpoint_dir: str  # Trainer checkpoints, kept only to resume an interrupted run
+    live_dir: str  # DVCLive's curves (dvc plots show)
+    dtype: Literal["auto", "float32", "bfloat16"]  # auto: bf16 on CUDA, fp32 on CPU
+    trust_remote_code: bool
+    lora: dict[str, Any] | None  # PEFT's LoraConfig arguments, in PEFT's names; null: full fine-tuning
+    train: dict[str, Any]  # the TRL config's arguments, in TRL's names
+    launch: LaunchSettings  # processes: accelerate launch
 
     TRL_CONFIG: ClassVar[str] = "SFTConfig"  # the trl class `train` is checked against
     OWNED: ClassVar[dict] = {}  # the stage's own fixed arguments (SFT: assistant-only loss), not params
@@ -96,6 +77,8 @@ class TrainerStage:
 
     def validate(self, prefix: str) -> None:
         """Names and the plain ranges now, with the key; `arguments` runs TRL's own checks."""
+        if self.lora is not None:
+            check_lora(self.lora, f"{prefix}.lora")
         key = f"{prefix}.train"
         for name, instead in MOVED_KEYS.items():
             check(name not in self.train, f"{key}.{name}", f"not an argument of TRL's {self.TRL_CONFIG}: use {instead}")
@@ -140,29 +123,42 @@ class TrainerStage:
 EMBEDDING_MODULES = ("embed_tokens", "lm_head", "wte", "word_embeddings", "embed_out")
 
 
-def lora_config(model, settings: LoraSettings, prefix: str, task_type: str = "CAUSAL_LM"):
+def check_lora(lora: dict[str, Any], prefix: str) -> None:
+    """`lora:` is PEFT's LoraConfig in its own argument names (r, lora_alpha, lora_dropout,
+    target_modules, ...): an unknown key names itself with the closest names; task_type is the stage's."""
+    from peft import LoraConfig
+
+    check_arguments(LoraConfig, lora, prefix, owned=("task_type",))
+    if "r" in lora:
+        check(isinstance(lora["r"], int) and lora["r"] >= 1, f"{prefix}.r",
+              f"LoRA rank must be >= 1, got {lora['r']!r}")
+    if "lora_alpha" in lora:
+        check_positive(lora["lora_alpha"], f"{prefix}.lora_alpha")
+    if "lora_dropout" in lora:
+        check_range(lora["lora_dropout"], f"{prefix}.lora_dropout", 0.0, 0.99)
+    if isinstance(lora.get("target_modules"), list):
+        check(bool(lora["target_modules"]), f"{prefix}.target_modules", "must name at least one module")
+
+
+def lora_config(model, lora: dict[str, Any] | None, prefix: str, task_type: str = "CAUSAL_LM"):
     """PEFT LoraConfig for `model`, or None for full fine-tuning. Checks every target module exists."""
-    if not settings.enabled:
+    if lora is None:
         return None
     from peft import LoraConfig
 
+    check_lora(lora, prefix)
     linear_names = {name.rsplit(".", 1)[-1] for name, module in model.named_modules()
                     if type(module).__name__ in ("Linear", "Conv1D")}
-    for i, target in enumerate(settings.target_modules):
+    targets = lora.get("target_modules")
+    for i, target in enumerate(targets if isinstance(targets, list) else []):
         key = f"{prefix}.target_modules[{i}]"
         if target in EMBEDDING_MODULES:
             raise ConfigError(f"{key}: '{target}' is an embedding or output head; LoRA on it breaks tied "
-                              "weights at merge (train it with lora.enabled: false instead)")
+                              f"weights at merge (train it with {prefix}: null, full fine-tuning, instead)")
         if target not in linear_names:
             raise ConfigError(f"{key}: the model has no linear module named '{target}' "
                               f"(it has: {', '.join(sorted(linear_names))})")
-    return LoraConfig(
-        r=settings.r,
-        lora_alpha=settings.alpha,
-        lora_dropout=settings.dropout,
-        target_modules=list(settings.target_modules),
-        task_type=task_type,
-    )
+    return trl_config(LoraConfig, lora, prefix, owned={"task_type": task_type})
 
 
 def trainer_dataset(rows: list[dict], chat_template_kwargs: dict | None = None):

@@ -1,4 +1,5 @@
-"""A trainer's `train:` section in TRL's own argument names, checked against TRL's config dataclass.
+"""A trainer's `train:` section in TRL's own argument names, checked against TRL's config dataclass
+(and its `lora:` section against PEFT's LoraConfig, the same way).
 
     check_arguments(GRPOConfig, params["grpo"]["train"], "grpo.train", owned=OWNED_KEYS)   # names only
     args = trl_config(GRPOConfig, params["grpo"]["train"], "grpo.train",
@@ -20,6 +21,13 @@ from typing import Any
 
 from mathpipe.errors import ConfigError
 
+LIBRARIES = {"trl": "TRL", "peft": "PEFT", "transformers": "transformers"}
+
+
+def library_name(config_class) -> str:
+    root = config_class.__module__.split(".")[0]
+    return LIBRARIES.get(root, root)
+
 
 def known_arguments(config_class) -> set[str]:
     return {f.name for f in dataclasses.fields(config_class) if f.init}
@@ -33,7 +41,8 @@ def check_arguments(config_class, raw: dict[str, Any], prefix: str, owned: Itera
             close = list(dict.fromkeys([*sorted(n for n in known if str(key) in n)[:3],
                                         *difflib.get_close_matches(str(key), sorted(known), n=3, cutoff=0.6)]))
             hint = f" (did you mean {', '.join(close)}?)" if close else ""
-            raise ConfigError(f"{prefix}.{key}: not an argument of TRL's {config_class.__name__}{hint}")
+            raise ConfigError(f"{prefix}.{key}: not an argument of {library_name(config_class)}'s "
+                              f"{config_class.__name__}{hint}")
         if key in owned:
             raise ConfigError(f"{prefix}.{key}: set by the pipeline; remove it from params.yaml")
 
