@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from mathpipe.errors import ConfigError
@@ -106,6 +107,19 @@ def assistant_text(text: str, thinking: bool = True, answer: str | None = None) 
     if not thinking:
         return without_thinking(text)
     return text if THINK_CLOSE in text else response(text, answer)
+
+
+def chat_template_file(name: str, key: str) -> Path:
+    """A jinja file, or `trl:<file>` for one of the templates TRL ships (trl/chat_templates/)."""
+    if name.startswith("trl:"):
+        import trl
+
+        path = Path(trl.__file__).parent / "chat_templates" / name.removeprefix("trl:")
+    else:
+        path = Path(name)
+    if not path.is_file():
+        raise ConfigError(f"{key}: file not found: {path}")
+    return path
 
 
 def render(tokenizer, turns: list[dict], chat_template_kwargs: dict | None = None,

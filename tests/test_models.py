@@ -18,6 +18,7 @@ from mathpipe.errors import ConfigError, PipelineError
 from mathpipe.models import ORIGIN_FILE, load_causal_lm, load_tokenizer, read_origin, resolve_dtype
 from mathpipe.training.base_model import TOKENIZER_FILES, BaseModelConfig, build_base_model, fingerprint
 from mathpipe.training.tiny_model import IM_END, IM_START, PAD, build_model
+from tests.checkout import ROOT
 from tests.params import param_config
 
 TEXTS = [
@@ -264,3 +265,31 @@ def test_base_model_hub_revision_must_be_a_commit(revision):
     raw = {"source": "hub", "hub": {"model_id": "Qwen/Qwen3-0.6B", "revision": revision}}
     with pytest.raises(ConfigError, match=r"^base_model\.hub\.revision: must be a 40-character commit hash"):
         param_config(BaseModelConfig, "base_model", **raw)
+
+
+def test_a_base_model_without_a_chat_template_gets_the_one_params_name(tiny_model_dir, tmp_path):
+    """A pretrained base model (deepseek-math-7b-base) ships no chat template, and every prompt is
+    built with one: base_model.chat_template puts a plain Question/Answer template beside it."""
+    import json
+    import shutil
+
+    from mathpipe import prompts
+    from mathpipe.models import load_tokenizer
+
+    bare = tmp_path / "bare"
+    shutil.copytree(tiny_model_dir, bare)
+    (bare / "chat_template.jinja").unlink(missing_ok=True)
+    config = json.loads((bare / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (bare / "tokenizer_config.json").write_text(json.dumps(config))
+    with pytest.raises(PipelineError, match="the tokenizer has no chat template"):
+        build_base_model(param_config(BaseModelConfig, "base_model", source="local", local_path=str(bare),
+                                      out_dir=str(tmp_path / "refused")))
+    out = tmp_path / "base"
+    template = ROOT / "configs" / "chat_templates" / "question_answer.jinja"
+    build_base_model(param_config(BaseModelConfig, "base_model", source="local", local_path=str(bare),
+                                  out_dir=str(out), chat_template=str(template)))
+    rendered = prompts.render_prompt(load_tokenizer(out), "What is 2 + 3?")
+    assert rendered == f"Question: {prompts.user_message('What is 2 + 3?')}\nAnswer:"
+    with pytest.raises(ConfigError, match=r"base_model\.chat_template: file not found"):
+        param_config(BaseModelConfig, "base_model", chat_template=str(tmp_path / "nope.jinja"))

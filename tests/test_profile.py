@@ -184,3 +184,62 @@ def test_dvc_set_param_changes_one_key_of_a_one_line_lora_section(tmp_path):
     assert changed["sft"]["lora"] == {**params["sft"]["lora"], "lora_alpha": 32, "use_rslora": True}
     assert {k: v for k, v in changed.items() if k != "sft"} == {k: v for k, v in params.items() if k != "sft"}
     assert merge(params, {"sft": {"lora": {"use_rslora": True}}})["sft"]["lora"]["use_rslora"] is True
+
+
+# --- profiles that build on each other ---------------------------------------------------------------
+
+
+def test_a_profile_states_only_how_it_differs_from_the_one_it_extends():
+    real, rehearsal = load_profile(str(QWEN)), load_profile(str(ROOT / "profiles" / "qwen3-rehearsal.yaml"))
+    raw = load_yaml((ROOT / "profiles" / "qwen3-rehearsal.yaml").read_text())
+    assert raw["extends"] == "qwen3-0.6b" and "chat_template" not in raw["sft"]
+    assert rehearsal["sft"]["chat_template"] == real["sft"]["chat_template"]  # inherited
+    assert rehearsal["sft"]["train"]["max_length"] == real["sft"]["train"]["max_length"]  # the real lengths
+    assert rehearsal["sft"]["train"]["max_steps"] == 1 and rehearsal["sft"]["dtype"] == "float32"  # its own
+    assert rehearsal["dry_run"]["model_config"] == real["dry_run"]["model_config"] and rehearsal["dry_run"]["gpus"] == 2
+    assert "extends" not in rehearsal
+
+
+def test_extends_resolves_beside_the_profile_and_refuses_a_cycle(tmp_path):
+    (tmp_path / "a.yaml").write_text("extends: b\nsft: {train: {max_steps: 3}}\n")
+    (tmp_path / "b.yaml").write_text("sft: {train: {max_steps: 1, learning_rate: 0.1}}\n")
+    assert load_profile(str(tmp_path / "a.yaml")) == {"sft": {"train": {"max_steps": 3, "learning_rate": 0.1}}}
+    (tmp_path / "b.yaml").write_text("extends: a\n")
+    with pytest.raises(ConfigError, match=r"b\.yaml: extends: a cycle of profiles \(.*a\.yaml -> .*b\.yaml -> .*a\.yaml\)"):
+        load_profile(str(tmp_path / "a.yaml"))
+    (tmp_path / "b.yaml").write_text("extends: nope\n")
+    with pytest.raises(ConfigError, match=r"profile not found: .*nope\.yaml"):
+        load_profile(str(tmp_path / "a.yaml"))
+
+
+@pytest.mark.parametrize(("profile", "expected"), [
+    ("qwen3-4b", ["parameters: 4.02 B", "attention.layers: [0, 18, 35] of 36", "sft: ~"]),
+    ("deepseek-math-7b-eval", ["parameters: 6.91 B", "within the model's context of 4,096 tokens",
+                               "evaluate: ~"]),
+])
+def test_the_other_profiles_pass_the_dry_run_offline(capsys, monkeypatch, profile, expected):
+    def no_network(*args, **kwargs):
+        raise AssertionError("the dry run tried to download")
+
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setattr("huggingface_hub.hf_hub_download", no_network)
+    monkeypatch.setattr("huggingface_hub.snapshot_download", no_network)
+    assert dry_run(profile) == 0
+    out = capsys.readouterr().out
+    assert "dry run passed" in out and all(e in out for e in expected), out
+    if profile == "deepseek-math-7b-eval":  # evaluation only: no trainer's estimate
+        assert "\n      sft: " not in out and "\n      dpo: " not in out
+
+
+def test_an_evaluation_only_profile_runs_only_its_stages(monkeypatch):
+    from mathpipe.tools import run_profile
+
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setattr(run_profile, "dry_run", lambda profile: 0)
+    started = {}
+    monkeypatch.setattr(run_profile.subprocess, "call", lambda command: started.update(command=command) or 0)
+    assert run_profile.main(["run", "deepseek-math-7b-eval"]) == 0
+    assert started["command"][-1] == "evaluate@base"
+    assert "base_model.chat_template=\"configs/chat_templates/question_answer.jinja\"" in started["command"]
+    with pytest.raises(ConfigError, match=r"stages: evaluat@base is not a stage of dvc.yaml"):
+        run_profile.stage_targets({"stages": ["evaluat@base"]})

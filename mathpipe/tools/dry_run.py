@@ -92,7 +92,7 @@ def section_classes() -> dict:
 
 def section_configs(params: dict) -> dict:
     """Every stage's parameter section, parsed and validated: errors name the key."""
-    from mathpipe.training.sft import chat_template_file
+    from mathpipe.prompts import chat_template_file
 
     classes = section_classes()
     configs = {name: from_dict(cls, params.get(name), name) for name, cls in classes.items()}
@@ -199,9 +199,12 @@ def check_data(configs: dict, settings: DryRunSettings) -> list[str]:
     benchmark_of = {source: benchmark for benchmark, source in EVAL_FILES.items()}
     prepare = configs["prepare"]
     lines = []
+    needed = {"openr1": "openr1" in prepare.sft_sources, "gsm8k_train": "gsm8k" in prepare.sft_sources}
     if prepare.source == "hub":
         for name in expected:
             source = getattr(prepare.hub, name)
+            if source is None and not needed.get(name, True):
+                continue  # not an SFT source here (as prepare itself decides)
             if source is None:
                 raise ConfigError(f"prepare.hub.{name}: required when prepare.source is hub")
             lines.append(f"{name}: {source.repo}@{source.revision[:12]} {source.files}; columns read: {expected[name]}")
@@ -336,8 +339,11 @@ def dry_run(profile: str | None) -> int:
             for line in check_model(configs, cfg, causal, classifier, settings.gpus) + check_data(configs, settings):
                 print(f"  ok  {line}")
             print("estimate:")
+            reproduced = {name.split("@")[0] for name in raw.get("stages") or []}
             for line in estimate(configs, cfg, causal, settings):
-                print(f"      {line}")
+                stage = line.split(":")[0]
+                if not reproduced or stage not in configs or stage in reproduced:  # the stages a run reaches
+                    print(f"      {line}")
         except PipelineError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2

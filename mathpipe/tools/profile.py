@@ -6,7 +6,9 @@
 
 (mathpipe.tools.run_profile starts the experiment; mathpipe.tools.dry_run checks a profile offline.)
 
-A profile mirrors params.yaml: the same sections and keys, only those that change. It is applied
+A profile mirrors params.yaml: the same sections and keys, only those that change. `extends: <name>`
+builds on another profile (profiles/<name>.yaml beside it): its keys first, then this one's, mapping
+into mapping, so a profile states only how it differs from the one it extends. It is applied
 with `dvc exp run -S`, so params.yaml stays the default and `dvc exp show` lists the profile's run
 beside the others. Every key is validated (mathpipe.tools.dry_run) before DVC starts.
 """
@@ -20,7 +22,7 @@ from mathpipe.config import read_yaml_mapping
 from mathpipe.errors import ConfigError
 
 PROFILES_DIR = Path("profiles")
-PROFILE_ONLY_KEYS = ("dry_run",)  # sections a profile may hold that are not params
+PROFILE_ONLY_KEYS = ("dry_run", "stages")  # what a profile may hold that is not params (stages: dvc targets)
 # Sections in a library config's own argument names (TRL's for train:, PEFT's LoraConfig for lora:): a
 # profile may add any of them (the dry run checks each against its dataclass,
 # mathpipe.training.trl_args), not only those params.yaml happens to set.
@@ -36,8 +38,30 @@ def profile_path(name: str) -> Path:
     return path
 
 
-def load_profile(name: str) -> dict:
-    return read_yaml_mapping(profile_path(name))
+def load_profile(name: str, _extending: tuple[Path, ...] = ()) -> dict:
+    """The profile's sections, with those of the profile it extends (and so on) beneath them."""
+    path = profile_path(name)
+    profile = read_yaml_mapping(path)
+    base = profile.pop("extends", None)
+    if base is None:
+        return profile
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: extends: expected a profile name, got {base!r}")
+    base_path = profile_path(str(path.parent / f"{base}.yaml") if not base.endswith((".yaml", ".yml")) else base)
+    if base_path.resolve() in (*_extending, path.resolve()):
+        chain = " -> ".join(str(p) for p in (*_extending, path.resolve(), base_path.resolve()))
+        raise ConfigError(f"{path}: extends: a cycle of profiles ({chain})")
+    return overlay(load_profile(str(base_path), (*_extending, path.resolve())), profile)
+
+
+def overlay(base: dict, profile: dict) -> dict:
+    """`profile` over `base`, mapping into mapping; any other value replaces."""
+    merged = dict(base)
+    for key, value in profile.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            value = overlay(merged[key], value)
+        merged[key] = value
+    return merged
 
 
 def merge(base: dict, overrides: dict, prefix: str = "") -> dict:

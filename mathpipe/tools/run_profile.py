@@ -17,6 +17,20 @@ from mathpipe.tools.dry_run import dry_run
 from mathpipe.tools.profile import load_profile, merge, params_overrides, set_arguments
 
 
+def stage_targets(profile: dict) -> list[str]:
+    """The profile's `stages:` (DVC stage names, e.g. evaluate@base): what `dvc exp run` reproduces."""
+    stages = profile.get("stages") or []
+    if not (isinstance(stages, list) and all(isinstance(s, str) for s in stages)):
+        raise ConfigError(f"stages: expected a list of DVC stage names, got {stages!r}")
+    import yaml
+
+    known = yaml.safe_load(Path("dvc.yaml").read_text(encoding="utf-8"))["stages"]
+    unknown = [s for s in stages if s.split("@")[0] not in known]
+    if unknown:
+        raise ConfigError(f"stages: {unknown[0]} is not a stage of dvc.yaml (its stages: {', '.join(known)})")
+    return stages
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
@@ -30,9 +44,11 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
     try:
         params = load_params()
-        overrides = params_overrides(load_profile(args.profile))
+        profile = load_profile(args.profile)
+        overrides = params_overrides(profile)
         merge(params, overrides)
         sets = set_arguments(params, overrides)
+        targets = stage_targets(profile)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -44,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     command = ["dvc", "exp", "run", "-n", Path(args.profile).stem]
     for item in sets:
         command += ["-S", item]
+    command += targets  # none: the whole pipeline; else these stages and what they depend on
     print(" ".join(command), flush=True)
     return subprocess.call(command)
 

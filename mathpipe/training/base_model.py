@@ -53,6 +53,7 @@ class BaseModelConfig:
     corpus_dir: str  # what the tiny tokenizer is trained on
     hub: HubModel | None
     local_path: str | None
+    chat_template: str | None  # a jinja file (or trl:<file>) for a model that has none, a base model
     trust_remote_code: bool
 
     def validate(self, prefix: str) -> None:
@@ -60,6 +61,8 @@ class BaseModelConfig:
               "is required when source is 'hub' (model_id and revision)")
         check(self.source != "local" or bool(self.local_path), f"{prefix}.local_path",
               "is required when source is 'local'")
+        if self.chat_template is not None:
+            prompts.chat_template_file(self.chat_template, f"{prefix}.chat_template")
 
 
 def corpus_texts(corpus_dir: Path) -> Iterator[str]:
@@ -124,6 +127,9 @@ def build_base_model(cfg: BaseModelConfig) -> dict:
         else:
             shutil.copytree(cfg.local_path, out, dirs_exist_ok=True)
             origin = {"model_id": str(cfg.local_path), "revision": fingerprint(out)}
+        if cfg.chat_template is not None:  # what transformers reads beside tokenizer_config.json
+            template = prompts.chat_template_file(cfg.chat_template, "base_model.chat_template")
+            shutil.copyfile(template, out / "chat_template.jinja")
         # Training is bit-identical on one machine only; the tokenizer on every machine (README).
         origin["tokenizer_revision"] = fingerprint(out, TOKENIZER_FILES)
         summary = {"source": cfg.source, **origin, **describe(out, cfg.trust_remote_code)}

@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from mathpipe import prompts
 from mathpipe.config import check
 from mathpipe.errors import ConfigError, DataError
 from mathpipe.io import read_jsonl
@@ -63,26 +64,13 @@ def load_messages(path: str | Path, limit: int | None) -> list[dict]:
     return [{"messages": row["messages"]} for row in rows]
 
 
-def chat_template_file(name: str, key: str) -> Path:
-    """A jinja file, or `trl:<file>` for one of the templates TRL ships (trl/chat_templates/)."""
-    if name.startswith("trl:"):
-        import trl
-
-        path = Path(trl.__file__).parent / "chat_templates" / name.removeprefix("trl:")
-    else:
-        path = Path(name)
-    if not path.is_file():
-        raise ConfigError(f"{key}: file not found: {path}")
-    return path
-
-
 def training_tokenizer(model_dir: str, cfg: SFTStageConfig, prefix: str):
     """The model's tokenizer, padded on the right for training, with a template that marks targets."""
     from mathpipe.models import load_tokenizer
 
     tokenizer = load_tokenizer(model_dir, trust_remote_code=cfg.trust_remote_code, padding_side="right")
     if cfg.chat_template is not None:
-        template = chat_template_file(cfg.chat_template, f"{prefix}.chat_template")
+        template = prompts.chat_template_file(cfg.chat_template, f"{prefix}.chat_template")
         tokenizer.chat_template = template.read_text(encoding="utf-8")
     if not _GENERATION_TAG.search(tokenizer.chat_template or ""):
         raise ConfigError(
