@@ -25,7 +25,7 @@ export HF_HUB_DISABLE_TELEMETRY ?= 1
 
 PROFILE ?=
 
-.PHONY: help setup run rehearse dry-run lint test test-rehearsal test-full bench bench-generation bench-cache bench-stages metrics diff plots report status lock clean distclean
+.PHONY: help setup run rehearse dry-run deps lint test test-rehearsal test-full bench bench-generation bench-cache bench-stages metrics diff plots report status lock clean distclean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -59,6 +59,9 @@ rehearse: setup  ## the qwen3 profile's code path on CPU: a Qwen3-0.6B-shaped mo
 
 dry-run: setup  ## check params (and PROFILE=<name>) offline: keys, model shape, data schemas, memory estimate
 	$(BIN)/python -m mathpipe.tools.dry_run $(PROFILE)
+
+deps: setup  ## rewrite dvc.yaml's code deps from the imports (after adding or moving an import)
+	$(BIN)/python -m mathpipe.tools.code_deps
 
 lint: setup  ## ruff over the whole tree (rules in pyproject.toml)
 	$(BIN)/ruff check .

@@ -16,7 +16,7 @@ log = logging.getLogger("stages.base_model")
 def main() -> None:
     cfg = load_section("base_model", BaseModelConfig)
     summary = build_base_model(cfg)
-    write_json("metrics/base_model.json", summary)
+    write_json(cfg.metrics, summary)
     log.info("%s: %s (%s), %d parameters", cfg.out_dir, summary["model_id"], summary["revision"], summary["parameters"])
 
 

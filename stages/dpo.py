@@ -26,7 +26,7 @@ def main() -> None:
     summary = run_dpo(cfg, chat_template_kwargs=prompt.chat_template_kwargs)
     if not is_main_process():
         return
-    write_json("metrics/dpo.json", summary)
+    write_json(cfg.metrics, summary)
     held = summary["held_out"]
     log.info("%s: held-out reward accuracy %s, margin %s", cfg.out_dir, held["reward_accuracy"], held["reward_margin"])
 

@@ -26,7 +26,7 @@ def main() -> None:
     summary = run_grpo(cfg, chat_template_kwargs=prompt.chat_template_kwargs)
     if not is_main_process():
         return
-    write_json("metrics/grpo.json", summary)
+    write_json(cfg.metrics, summary)
     log.info("%s: reward %.3f -> %.3f over %d steps; %.0f%% of groups had one reward for every completion",
              cfg.out_dir, summary.get("reward_first", 0), summary.get("reward_last", 0), summary["steps"],
              100 * (summary.get("uniform_group_fraction") or 0))

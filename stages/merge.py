@@ -28,7 +28,7 @@ def main() -> None:
     spec = cfg.models[args.name]
     prompt = load_section("prompt", PromptConfig)
     summary = merge_adapter(spec.base, spec.adapter, spec.out, cfg, prompt.chat_template_kwargs)
-    write_json(f"metrics/merge/{args.name}.json", summary)
+    write_json(f"{cfg.metrics_dir}/{args.name}.json", summary)
 
 
 if __name__ == "__main__":

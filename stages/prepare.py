@@ -22,7 +22,7 @@ def main() -> None:
     inputs = resolve_inputs(cfg)
     tokenizer = load_tokenizer(cfg.tokenizer)
     counts = run_prepare(cfg, tokenizer, inputs, prompt.chat_template_kwargs)
-    write_json("metrics/prepare.json", counts)
+    write_json(cfg.metrics, counts)
     log.info("wrote %s: %s", cfg.out_dir, counts)
 
 

@@ -24,7 +24,7 @@ def main() -> None:
     prompt = load_section("prompt", PromptConfig)
     result = run_rejection_sampling(cfg, prompt.chat_template_kwargs)
     write_outputs(result, cfg.out_dir)
-    write_json("metrics/rejection_sampling.json", result.metrics)
+    write_json(cfg.metrics, result.metrics)
     log.info("wrote %s (%d samples, %d best-of-N records, %d + %d pairs)", cfg.out_dir, len(result.samples),
              len(result.best), len(result.pairs_train), len(result.pairs_val))
 

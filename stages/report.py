@@ -1,6 +1,6 @@
 """report: one table and a few figures that say what each step of the pipeline did.
 
-    python -m stages.report      # params: report.*, and evaluate.models / benchmarks / metrics_dir
+    python -m stages.report      # params: report.*, evaluate.*, and each reported stage's metrics / live_dir
 
 Writes metrics/report.md and metrics/report.json (one row per model: accuracy and 95% interval on
 every benchmark, and what its own training cost; then the SFT, reward-model, rejection-sampling,
@@ -14,7 +14,7 @@ import logging
 from pathlib import Path
 
 from mathpipe.cli import run_stage
-from mathpipe.config import load_section
+from mathpipe.config import load_params, load_section
 from mathpipe.evaluation.attention import AttentionConfig
 from mathpipe.evaluation.evaluate import EvaluateConfig
 from mathpipe.evaluation.report import ReportConfig, write_report
@@ -26,7 +26,7 @@ def main() -> None:
     cfg = load_section("report", ReportConfig)
     evaluate = load_section("evaluate", EvaluateConfig)
     attention = load_section("attention", AttentionConfig)
-    markdown = write_report(cfg, evaluate.models, evaluate.benchmarks, evaluate.metrics_dir,
+    markdown = write_report(cfg, load_params(), evaluate.models, evaluate.benchmarks, evaluate.metrics_dir,
                             Path(attention.plots_dir) / "compare" / "png")
     log.info("report: %s, %s and %s\n%s", cfg.table_markdown, cfg.table_json, cfg.plots_dir, markdown)
 

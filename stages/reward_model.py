@@ -27,7 +27,7 @@ def main() -> None:
     summary = run_reward_model(cfg, chat_template_kwargs=prompt.chat_template_kwargs)
     if not is_main_process():
         return
-    write_json("metrics/reward_model.json", summary)
+    write_json(cfg.metrics, summary)
     held = summary["held_out"]
     log.info("%s: held-out pairwise accuracy %.3f, mean margin %.3f over %d pairs", cfg.out_dir,
              held["accuracy"], held["mean_margin"], held["pairs"])

@@ -32,7 +32,7 @@ def main() -> None:
     summary = run_sft(cfg, prefix=section, chat_template_kwargs=prompt.chat_template_kwargs)
     if not is_main_process():
         return
-    write_json(f"metrics/{section}.json", summary)
+    write_json(cfg.metrics, summary)
     log.info("%s: %d steps, %.0f tokens/s, train loss %.4f, eval loss %s", cfg.out_dir, summary["steps"],
              summary["tokens_per_second"] or 0, summary["train_loss"] or float("nan"), summary["eval_loss"])
 

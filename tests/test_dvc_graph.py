@@ -132,3 +132,22 @@ def test_the_real_profile_does_not_depend_on_the_generated_sample(tmp_path):
     for stage in stages:
         if not stage.addressing.endswith("sample_data"):
             assert not [p for p in path_deps(stage) if p == sample or sample in p.parents], stage.addressing
+
+
+def test_dvc_yaml_holds_the_code_deps_make_deps_derives():
+    from mathpipe.tools.code_deps import render
+
+    text = (ROOT / "dvc.yaml").read_text()
+    assert render(text) == text, "dvc.yaml's code deps are stale: run `make deps`"
+
+
+def test_make_deps_rewrites_only_the_code_entries():
+    from mathpipe.tools.code_deps import render
+
+    text = ("stages:\n  grpo:\n    cmd: python -m stages.grpo\n    deps:\n      - mathpipe/hub.py\n"
+            "      - ${grpo.model}   # the policy\n    params: [grpo]\n")
+    out = render(text)
+    assert "- mathpipe/hub.py" not in out  # grpo does not import it
+    assert "      - stages/grpo.py\n      - mathpipe/answers.py\n" in out and "mathpipe/training/grpo_rewards.py" in out
+    assert "      - ${grpo.model}   # the policy\n    params: [grpo]\n" in out
+    assert render(out) == out

@@ -54,22 +54,24 @@ def test_the_table_gives_each_models_training_cost_from_its_stage(eval_dir, tmp_
     (tmp_path / "base.json").write_text(json.dumps({"pretrain_steps": 628, "pretrain_tokens": 1443972,
                                                     "pretrain_seconds": 270.5}))
     (tmp_path / "sft.json").write_text(json.dumps({"steps": 582, "train_tokens": 2_100_000, "train_seconds": 240.4}))
-    def cost(metrics: Path, **keys) -> MethodCost:  # params.yaml's keys of a trained stage's figures
-        return param_config(MethodCost, "report.methods.sft", metrics=str(metrics), **keys)
 
+    def cost(metrics: Path, **keys) -> MethodCost:  # params.yaml's keys of a trained stage's figures
+        return param_config(MethodCost, "report.methods.sft", stage=metrics.stem, **keys)
+
+    files = {"base": str(tmp_path / "base.json"), "sft": str(tmp_path / "sft.json")}  # stage -> <stage>.metrics
     costs = training_costs({
         "base": cost(tmp_path / "base.json", starts_from=None, steps="pretrain_steps", tokens="pretrain_tokens",
                      seconds="pretrain_seconds"),
-        "sft": cost(tmp_path / "sft.json", starts_from="base")})
+        "sft": cost(tmp_path / "sft.json", starts_from="base")}, files)
     markdown = render_markdown(accuracy_table(["base", "sft"], ["gsm8k", "cmath"], eval_dir), {}, costs)
     assert "| base | 6.5% (3.8–10.8) | 5.5% (3.1–9.6) | – | 628 | 1,443,972 | 270 |" in markdown
     assert "| sft | 42.0% (35.4–48.9) | 28.0% (22.2–34.6) | base | 582 | 2,100,000 | 240 |" in markdown
     hub_base = training_costs({"base": cost(tmp_path / "sft.json", starts_from=None, steps=None, tokens=None,
-                                            seconds=None)})
+                                            seconds=None)}, files)
     assert hub_base["base"] == {"starts_from": None, "steps": None, "tokens": None, "seconds": None}  # not trained here
     with pytest.raises(DataError, match=r"sft.json: missing key 'train_tokens'"):
         (tmp_path / "sft.json").write_text(json.dumps({"steps": 582, "train_seconds": 240.4}))
-        training_costs({"sft": cost(tmp_path / "sft.json")})
+        training_costs({"sft": cost(tmp_path / "sft.json")}, files)
 
 
 def test_a_missing_evaluation_is_named(eval_dir):
@@ -117,8 +119,8 @@ def test_a_stage_file_without_a_figure_is_named(tmp_path):
 
 
 def test_an_unknown_stage_in_params_is_refused():
-    with pytest.raises(ConfigError, match=r"report.stage_metrics.ppo: unknown stage"):
-        param_config(ReportConfig, "report", **{"stage_metrics": {"ppo": "metrics/ppo.json"}})
+    with pytest.raises(ConfigError, match=r"report.stage_metrics: unknown stage 'ppo'"):
+        param_config(ReportConfig, "report", stage_metrics=["sft", "ppo"])
 
 
 def write_tsv(path: Path, column: str, rows: list[tuple]) -> None:
@@ -183,3 +185,14 @@ def test_the_accuracy_chart_has_one_bar_per_model_and_benchmark_with_intervals(e
     assert [t.get_text() for t in ax.get_xticklabels()] == ["gsm8k", "cmath"]
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["base", "sft"]
     assert "95% Wilson interval" in ax.get_title() and "n = 200" in ax.get_title()
+
+
+def test_the_report_finds_each_stages_files_in_its_own_section():
+    from mathpipe.evaluation.report import stage_paths
+
+    params = {"sft": {"metrics": "metrics/sft.json", "live_dir": "dvclive/sft"}, "evaluate": {}}
+    assert stage_paths(params, ["sft"], "live_dir", "report.curves") == {"sft": "dvclive/sft"}
+    with pytest.raises(ConfigError, match=r"report.curves: stage 'ppo' has no ppo.live_dir in params.yaml"):
+        stage_paths(params, ["sft", "ppo"], "live_dir", "report.curves")
+    with pytest.raises(ConfigError, match=r"report.stage_metrics: stage 'evaluate' has no evaluate.metrics"):
+        stage_paths(params, ["evaluate"], "metrics", "report.stage_metrics")

@@ -93,6 +93,7 @@ class HubSources:
 class PrepareConfig:
     source: Literal["sample", "local", "hub"]
     raw_dir: str
+    metrics: str  # row counts after each filter, a JSON file kept in git
     files: LocalFiles
     hub: HubSources
     out_dir: str

@@ -1,11 +1,14 @@
 """The results report: every model on every benchmark in one table, with the training stages' figures.
 
     table = accuracy_table(models, benchmarks, "metrics/eval")    # rows: model, benchmark, accuracy, ...
-    costs = training_costs(cfg.methods)                           # model -> steps, tokens, seconds
-    stages = stage_figures(cfg.stage_metrics)                     # reward model, rejection sampling, DPO
+    costs = training_costs(cfg.methods, {"sft": "metrics/sft.json"})   # model -> steps, tokens, seconds
+    stages = stage_figures({"dpo": "metrics/dpo.json"})               # reward model, rejection sampling, DPO
     text = render_markdown(table, stages, costs)                  # one row per model, then each stage
-    curves = read_loss_curves(cfg.curves)                         # DVCLive's loss TSVs
-    markdown = write_report(cfg, models, benchmarks, "metrics/eval", "plots/attention/compare/png")   # all of it
+    curves = read_loss_curves({"sft": "dvclive/sft"})             # DVCLive's loss TSVs
+    markdown = write_report(cfg, params, models, benchmarks, "metrics/eval", "plots/attention/compare/png")
+
+The report names stages, not files: each stage's section of params.yaml holds its metrics file
+(`<stage>.metrics`) and DVCLive folder (`<stage>.live_dir`), the one place they are written.
 
 Everything is read from the metrics files the stages committed; nothing is recomputed here. A missing
 file or key stops with an error naming it.
@@ -19,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mathpipe.config import check, check_positive
-from mathpipe.errors import DataError
+from mathpipe.errors import ConfigError, DataError
 from mathpipe.io import atomic_dir, atomic_write_text, read_json, require_file, write_json
 
 # What the report shows of each stage's metrics file: (label, dotted key, format).
@@ -69,7 +72,7 @@ STAGE_FIGURES: dict[str, list[tuple[str, str, str]]] = {
 class MethodCost:
     """Where the comparison table finds what training a model cost: its stage's metrics file."""
 
-    metrics: str
+    stage: str  # the params section whose `metrics` file holds the figures
     starts_from: str | None  # the model it was trained from (null: from scratch)
     steps: str | None  # keys in that file; null: not trained here (a Hub base model)
     tokens: str | None
@@ -79,9 +82,9 @@ class MethodCost:
 @dataclass(kw_only=True)
 class ReportConfig:
     methods: dict[str, MethodCost]  # model -> its training's metrics
-    stage_metrics: dict[str, str]  # stage name (a STAGE_FIGURES key) -> file
-    curves: dict[str, str]  # stage name -> DVCLive folder
-    reward_curves: dict[str, str]  # RL stage name -> DVCLive folder
+    stage_metrics: list[str]  # stages (STAGE_FIGURES keys) whose `<stage>.metrics` go under the table
+    curves: list[str]  # stages whose `<stage>.live_dir` holds loss curves
+    reward_curves: list[str]  # RL stages whose `<stage>.live_dir` holds reward curves
     attention_figures: list[str]  # compare/png stems copied next to the report
     table_markdown: str
     table_json: str
@@ -90,8 +93,8 @@ class ReportConfig:
 
     def validate(self, prefix: str) -> None:
         for name in self.stage_metrics:
-            check(name in STAGE_FIGURES, f"{prefix}.stage_metrics.{name}",
-                  f"unknown stage (known: {', '.join(STAGE_FIGURES)})")
+            check(name in STAGE_FIGURES, f"{prefix}.stage_metrics",
+                  f"unknown stage '{name}' (known: {', '.join(STAGE_FIGURES)})")
         check_positive(self.dpi, f"{prefix}.dpi")
 
 
@@ -109,11 +112,12 @@ def accuracy_table(models: list[str], benchmarks: list[str], metrics_dir: str | 
     return rows
 
 
-def training_costs(methods: dict[str, MethodCost]) -> dict[str, dict]:
-    """{model: {"starts_from", "steps", "tokens", "seconds"}} from each training stage's metrics."""
+def training_costs(methods: dict[str, MethodCost], metrics_files: dict[str, str]) -> dict[str, dict]:
+    """{model: {"starts_from", "steps", "tokens", "seconds"}} from each training stage's metrics
+    (metrics_files: stage -> its metrics file)."""
     costs = {}
     for model, source in methods.items():
-        path = require_file(source.metrics, f"{model} training metrics (report.methods)")
+        path = require_file(metrics_files[source.stage], f"{model} training metrics (report.methods)")
         metrics = read_json(path)
         costs[model] = {"starts_from": source.starts_from,
                         **{k: None if getattr(source, k) is None else _lookup(metrics, getattr(source, k), path)
@@ -224,20 +228,33 @@ def read_reward_curves(curves: dict[str, str]) -> dict[str, dict[str, list[tuple
     return out
 
 
-def write_report(cfg: ReportConfig, models: list[str], benchmarks: list[str], metrics_dir: str | Path,
-                 compare_dir: str | Path) -> str:
+def stage_paths(params: dict, stages: list[str], key: str, listed_in: str) -> dict[str, str]:
+    """{stage: params[stage][key]}: where each named stage writes its metrics or curves."""
+    paths = {}
+    for stage in stages:
+        value = params.get(stage, {}).get(key) if isinstance(params.get(stage), dict) else None
+        if not isinstance(value, str):
+            raise ConfigError(f"{listed_in}: stage '{stage}' has no {stage}.{key} in params.yaml")
+        paths[stage] = value
+    return paths
+
+
+def write_report(cfg: ReportConfig, params: dict, models: list[str], benchmarks: list[str],
+                 metrics_dir: str | Path, compare_dir: str | Path) -> str:
     """The report stage's outputs: the table (markdown and JSON) and, under cfg.plots_dir, the accuracy
     chart, the loss and reward curves and copies of the attention comparisons. Returns the markdown.
-    Every input is checked before anything is written."""
+    `params` is the whole of params.yaml: each stage's section names its files. Every input is
+    checked before anything is written."""
     from mathpipe.evaluation import plotting
 
     figures = [require_file(Path(compare_dir) / f"{stem}.png", "attention figure (report.attention_figures)")
                for stem in cfg.attention_figures]
     table = accuracy_table(models, benchmarks, metrics_dir)
-    costs = training_costs(cfg.methods)
-    stages = stage_figures(cfg.stage_metrics)
-    curves = read_loss_curves(cfg.curves)
-    rewards = read_reward_curves(cfg.reward_curves)
+    costs = training_costs(cfg.methods, stage_paths(params, sorted({m.stage for m in cfg.methods.values()}),
+                                                    "metrics", "report.methods"))
+    stages = stage_figures(stage_paths(params, cfg.stage_metrics, "metrics", "report.stage_metrics"))
+    curves = read_loss_curves(stage_paths(params, cfg.curves, "live_dir", "report.curves"))
+    rewards = read_reward_curves(stage_paths(params, cfg.reward_curves, "live_dir", "report.reward_curves"))
 
     markdown = render_markdown(table, stages, costs)
     atomic_write_text(cfg.table_markdown, markdown)

@@ -47,6 +47,7 @@ class HubModel:
 class BaseModelConfig:
     source: Literal["tiny", "hub", "local"]
     out_dir: str
+    metrics: str  # the stage's figures, a JSON file kept in git
     seed: int
     tiny: TinyModelConfig
     pretrain: PretrainSettings  # tiny only

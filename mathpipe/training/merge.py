@@ -47,6 +47,7 @@ class MergeSpec:
 @dataclass(kw_only=True)
 class MergeConfig:
     models: dict[str, MergeSpec]
+    metrics_dir: str  # <name>.json: the merge's checks, kept in git
     probe_file: str  # chat records: prompt + response as probes
     probe_samples: int
     # each probe cut to its first N tokens: a wrong merge shows at every position, while the cost of

@@ -43,6 +43,7 @@ class RejectionConfig:
     policy: str
     reward_model: str
     prompts_file: str  # rows with problem and answer (prepare's SFT records)
+    metrics: str  # pass rates, selection and AUC figures, a JSON file kept in git
     max_prompts: int | None  # a seeded random subset of this many prompts (null: all)
     prompt_seed: int
     template: str

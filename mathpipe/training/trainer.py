@@ -59,6 +59,7 @@ class TrainerStage:
 
     model: str
     out_dir: str
+    metrics: str  # the stage's figures, a JSON file kept in git
     checkpoint_dir: str  # Trainer checkpoints, kept only to resume an interrupted run
     live_dir: str  # DVCLive's curves (dvc plots show)
     dtype: Literal["auto", "float32", "bfloat16"]  # auto: bf16 on CUDA, fp32 on CPU
