@@ -96,14 +96,14 @@ def overlay(cls: type, raw: dict, overrides: dict) -> dict:
     for name, value in overrides.items():
         if dataclasses.is_dataclass(value):
             value = dataclasses.asdict(value)
-        inner = _nested_dataclass(hints.get(name))
+        inner = nested_dataclass(hints.get(name))
         if inner is not None and isinstance(value, dict) and isinstance(merged.get(name), dict):
             value = overlay(inner, merged[name], value)
         merged[name] = value
     return merged
 
 
-def _nested_dataclass(tp: Any) -> type | None:
+def nested_dataclass(tp: Any) -> type | None:
     """The dataclass of a nested section's type (`X` or `X | None`), or None."""
     if dataclasses.is_dataclass(tp):
         return tp

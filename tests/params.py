@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any, TypeVar
 
 from mathpipe.config import from_params, load_params, params_value
+from mathpipe.tools.profile import overlay
 from tests.checkout import ROOT
 
 T = TypeVar("T")
@@ -25,13 +26,4 @@ def params_section(key: str) -> Any:
 def params_with(overrides: dict) -> dict:
     """The checkout's whole params.yaml with `overrides` laid over it, mapping into mapping: the
     params of a project folder that a test runs a stage in."""
-    return _deep_merge(load_params(PARAMS_FILE), overrides)
-
-
-def _deep_merge(base: dict, overrides: dict) -> dict:
-    merged = dict(base)
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            value = _deep_merge(merged[key], value)
-        merged[key] = value
-    return merged
+    return overlay(load_params(PARAMS_FILE), overrides)

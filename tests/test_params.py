@@ -5,27 +5,17 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import types
 import typing
 
 import pytest
 
-from mathpipe.config import from_dict, load_params
+from mathpipe.config import from_dict, load_params, nested_dataclass
 from mathpipe.errors import ConfigError
 from mathpipe.tools.dry_run import section_classes
 from tests.checkout import ROOT
 
 PARAMS = load_params(ROOT / "params.yaml")
 SECTION_CLASSES = section_classes()
-
-
-def dataclass_of(tp):
-    """The dataclass a field's type holds (`X`, `X | None`), or None."""
-    if dataclasses.is_dataclass(tp):
-        return tp
-    if typing.get_origin(tp) in (typing.Union, types.UnionType):
-        return next((a for a in typing.get_args(tp) if dataclasses.is_dataclass(a)), None)
-    return None
 
 
 def entry_dataclass_of(tp):
@@ -43,7 +33,7 @@ def keys_set(cls, raw: dict, prefix: tuple = ()) -> list[tuple[tuple, bool]]:
         field = fields[name]
         has_default = field.default is not dataclasses.MISSING or field.default_factory is not dataclasses.MISSING
         found.append(((*prefix, name), has_default))
-        inner = dataclass_of(hints[name])
+        inner = nested_dataclass(hints[name])
         if inner is not None and isinstance(value, dict):
             found += keys_set(inner, value, (*prefix, name))
         if (entry := entry_dataclass_of(hints[name])) is not None:
