@@ -3,47 +3,18 @@ would let DVC skip a stage whose code changed. These tests keep the lists comple
 
 from __future__ import annotations
 
-import ast
 import re
 from pathlib import Path
 
 import pytest
 import yaml
 
+from mathpipe.tools.code_deps import imported_files, module_file
+
 ROOT = Path(__file__).resolve().parents[1]
 DVC_YAML = yaml.safe_load((ROOT / "dvc.yaml").read_text())
 # A foreach stage keeps its command, deps and params under `do`.
 STAGES = {name: stage.get("do", stage) for name, stage in DVC_YAML["stages"].items()}
-
-
-def module_file(name: str) -> Path | None:
-    path = ROOT / Path(*name.split("."))
-    for candidate in (path.with_suffix(".py"), path / "__init__.py"):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def local_imports(path: Path) -> set[Path]:
-    """Project files (mathpipe/..., stages/...) imported by `path`, directly or not."""
-    seen: set[Path] = set()
-    todo = [path]
-    while todo:
-        tree = ast.parse(todo.pop().read_text())
-        for node in ast.walk(tree):
-            names = []
-            if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
-            for name in names:
-                if not name.startswith(("mathpipe", "stages")):
-                    continue
-                found = module_file(name)
-                if found and found not in seen and found.name != "__init__.py":
-                    seen.add(found)
-                    todo.append(found)
-    return seen
 
 
 def stage_module(stage: dict) -> Path:
@@ -57,7 +28,7 @@ def test_stage_deps_cover_every_imported_module(name):
     stage = STAGES[name]
     entry = stage_module(stage)
     deps = {d for d in stage["deps"] if isinstance(d, str)}
-    needed = {str(p.relative_to(ROOT)) for p in local_imports(entry) | {entry}}
+    needed = set(imported_files(entry))
     missing = sorted(needed - deps)
     assert not missing, f"dvc.yaml stage '{name}' imports {missing} but does not list them in deps"
 

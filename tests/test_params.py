@@ -65,3 +65,13 @@ def test_a_key_missing_from_params_is_an_error_naming_it(section, path):
     del parent[path[-1]]
     with pytest.raises(ConfigError, match=rf"^{section}\.{'.'.join(path)}: required parameter is missing"):
         from_dict(SECTION_CLASSES[section], raw, section)
+
+
+def test_params_yaml_uses_no_yaml_anchors():
+    """DVC's `-S` (dvc.utils.hydra.apply_overrides, DVC 3.67.1) silently drops a change to an
+    anchored mapping (`sft.lora: &lora {...}`, `-S sft.lora.r=32` leaves r as it was) and rewrites
+    merge keys: each profile and section states its values in full instead."""
+    import yaml
+
+    events = yaml.parse((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    assert not [e for e in events if getattr(e, "anchor", None)]
