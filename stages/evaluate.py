@@ -2,6 +2,7 @@
 
     python -m stages.evaluate --model sft                      # every benchmark of evaluate.benchmarks
     python -m stages.evaluate --model sft --benchmark gsm8k    # one of them
+    python -m stages.evaluate --model sft --sampled            # evaluate.sampled: avg@n at the policy's temperature
 
 Reads models/<model>/ and data/prepared/eval/<benchmark>.jsonl; writes the per-sample predictions to
 data/predictions/<model>/<benchmark>.jsonl and metrics/eval/<model>/<benchmark>.json (accuracy,
@@ -18,7 +19,7 @@ from mathpipe import prompts
 from mathpipe.cli import run_stage
 from mathpipe.config import load_section
 from mathpipe.errors import ConfigError
-from mathpipe.evaluation.evaluate import EvaluateConfig, evaluate_model
+from mathpipe.evaluation.evaluate import EvaluateConfig, evaluate_model, sampled_view
 from mathpipe.io import write_json, write_jsonl
 
 log = logging.getLogger("stages.evaluate")
@@ -29,14 +30,19 @@ def main() -> None:
     parser.add_argument("--model", required=True, help="a name from evaluate.models (a folder under models_dir)")
     parser.add_argument("--benchmark", action="append",
                         help="a name from evaluate.benchmarks (repeatable; default: all of them)")
+    parser.add_argument("--sampled", action="store_true",
+                        help="evaluate.sampled's models, benchmarks and sampling settings, files under its subdir")
     args = parser.parse_args()
     cfg = load_section("evaluate", EvaluateConfig)
+    section = "evaluate.sampled" if args.sampled else "evaluate"
+    if args.sampled:
+        cfg = sampled_view(cfg)
     kwargs = load_section("prompt", prompts.PromptConfig).chat_template_kwargs
     if args.model not in cfg.models:
-        raise ConfigError(f"--model {args.model}: not in evaluate.models {cfg.models}")
+        raise ConfigError(f"--model {args.model}: not in {section}.models {cfg.models}")
     for name in args.benchmark or []:
         if name not in cfg.benchmarks:
-            raise ConfigError(f"--benchmark {name}: not in evaluate.benchmarks {cfg.benchmarks}")
+            raise ConfigError(f"--benchmark {name}: not in {section}.benchmarks {cfg.benchmarks}")
 
     results = evaluate_model(cfg, args.model, args.benchmark or cfg.benchmarks, kwargs)
     for name, result in results.items():

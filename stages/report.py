@@ -27,7 +27,8 @@ def main() -> None:
     evaluate = load_section("evaluate", EvaluateConfig)
     attention = load_section("attention", AttentionConfig)
     markdown = write_report(cfg, load_params(), evaluate.models, evaluate.benchmarks, evaluate.metrics_dir,
-                            Path(attention.plots_dir) / "compare" / "png")
+                            Path(attention.plots_dir) / "compare" / "png", evaluate.predictions_dir, evaluate.sampled,
+                            "greedy" if evaluate.generation.n == 1 else f"avg@{evaluate.generation.n}")
     log.info("report: %s, %s and %s\n%s", cfg.table_markdown, cfg.table_json, cfg.plots_dir, markdown)
 
 

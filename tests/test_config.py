@@ -3,6 +3,7 @@ the full dotted key, and the repository's own params.yaml loads into every secti
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -48,13 +49,14 @@ def test_repo_params_load_for_every_section(section):
     assert isinstance(cfg, SECTIONS[section])
     raw = yaml.safe_load(PARAMS.read_text(encoding="utf-8"))[section]
     # every top-level key written in params.yaml reached the config object unchanged (floats as floats)
-    for key, value in raw.items():
-        got = getattr(cfg, key)
-        if isinstance(value, dict):
+    def same(got, value, key):
+        if isinstance(value, dict) and dataclasses.is_dataclass(got):
             for sub, sub_value in value.items():
-                assert getattr(got, sub) == sub_value, f"{section}.{key}.{sub}"
+                same(getattr(got, sub), sub_value, f"{key}.{sub}")
         elif value is not None:
-            assert got == value, f"{section}.{key}"
+            assert got == value, key
+
+    same(cfg, raw, section)
 
 
 def test_repo_params_values_have_their_declared_types():

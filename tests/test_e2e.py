@@ -249,9 +249,37 @@ def test_changing_an_evaluation_param_reruns_only_evaluation(project):
             assert read_json(project / f"metrics/eval/{model}/{benchmark}.json")["n"] == 10
 
 
+def test_the_report_compares_each_model_with_the_one_it_was_trained_from(project):
+    params = params_of(project)
+    report = read_json(project / "metrics/report.json")
+    edges = {(c["model"], c["against"], c["benchmark"], c["answers"]) for c in report["comparisons"]}
+    sampled = params["evaluate"]["sampled"]
+    assert edges == ({(m, a, b, "greedy") for m, a in (("sft", "base"), ("rft", "sft"), ("dpo", "sft"), ("grpo", "sft"))
+                      for b in BENCHMARKS} | {("grpo", "sft", b, f"avg@{sampled['generation']['n']}")
+                                              for b in sampled["benchmarks"]})
+    markdown = (project / "metrics/report.md").read_text()
+    assert "**Did each stage help?**" in markdown and "Significant at p < 0.05: " in markdown
+    assert [h["model"] for h in report["rl_headroom"]] == ["sft"]  # what GRPO can gain, from SFT's pass rates
+    for model in sampled["models"]:
+        m = read_json(project / f"metrics/eval/sampled/{model}/gsm8k.json")
+        assert m["samples_per_question"] == sampled["generation"]["n"] and "maj_at_n" in m
+    # the command gives the report's figures for the same two files
+    out = run([sys.executable, "-m", "mathpipe.tools.compare", "data/predictions/sft/gsm8k.jsonl",
+               "data/predictions/grpo/gsm8k.jsonl"], project)
+    cli = json.loads(next(line for line in reversed(out.splitlines()) if line.startswith("{")))
+    row = next(c for c in report["comparisons"] if (c["model"], c["benchmark"], c["answers"]) == ("grpo", "gsm8k", "greedy"))
+    assert (cli["fixed"], cli["broken"]) == (row["fixed"], row["broken"]) and cli["p_value"] == row["p_value"]
+
+
 def test_an_experiment_shows_changed_curves_and_images_beside_the_committed_run(project, tmp_path):
     commit(project, "run")
-    run(["dvc", "exp", "run", "-S", "dpo.train.beta=0.5"], project)
+    run(["dvc", "exp", "run", "-n", "dpo-beta", "-S", "dpo.train.beta=0.5"], project)
+    # an experiment's predictions, out of DVC, for the comparison command (mathpipe/tools/compare.py)
+    run(["dvc", "get", ".", "data/predictions/dpo/gsm8k.jsonl", "--rev", "dpo-beta", "-o",
+         str(tmp_path / "dpo-beta.jsonl")], project)
+    out = run([sys.executable, "-m", "mathpipe.tools.compare", "data/predictions/dpo/gsm8k.jsonl",
+               str(tmp_path / "dpo-beta.jsonl")], project)
+    assert json.loads(next(line for line in reversed(out.splitlines()) if line.startswith("{")))["n"] > 0
     out = run(["dvc", "plots", "diff", "HEAD", "--json", "-o", str(tmp_path / "diff")], project)
     data = json.loads(out[out.index("{"):])["data"]
     image = data["plots/attention/dpo/png/gsm8k_last.png"]

@@ -695,3 +695,45 @@ def test_the_real_math500_file_is_read_as_a_benchmark():
     source = read_jsonl(path)
     assert len(rows) == 500 and [r["gold"] for r in rows] == [s["answer"].strip() for s in source]
     assert [r["question"] for r in rows] == [s["problem"] for s in source]
+
+
+# --- decontamination -------------------------------------------------------------------------------
+
+
+def test_the_sample_holds_no_benchmark_question_and_plain_ngrams_would_flag_most(prepared):
+    """The generator never puts a test problem into training, and the check agrees; plain 8-gram
+    overlap (open-r1's) cannot tell the shared templates from shared problems."""
+    _, summary, _, _ = prepared
+    decontamination = summary["decontamination"]
+    for benchmark in ("gsm8k", "cmath", "math"):
+        assert decontamination[benchmark]["questions_in_training"] == 0, decontamination
+        assert decontamination[benchmark]["training_problems_matched"] == 0
+    assert decontamination["gsm8k"]["training_problems_sharing_any_ngram"] > SMALL_SAMPLE.n_train // 4
+    assert summary["openr1"]["after_contaminated"] == summary["openr1"]["after_finish_stop"]
+
+
+@pytest.mark.parametrize("action", ["drop", "report"])
+def test_planted_benchmark_questions_are_counted_and_dropped(prepare_config, copy_sample, tmp_path, action):
+    raw = copy_sample()
+    questions = [json.loads(line)["question"] for line in (raw / "gsm8k/test.jsonl").read_text().splitlines()[:3]]
+    planted = {}
+
+    def plant(table: pa.Table) -> pa.Table:
+        rows = table.to_pylist()
+        for row, question in zip(rows[:3], questions):  # another case, other spacing: the same problem
+            row["problem"] = "  " + question.upper().replace(" ", "\n  ", 3) + " "
+            planted[row["uuid"]] = row["problem"]
+        return pa.Table.from_pylist(rows, schema=table.schema)
+
+    rewrite_shard(shard(raw, 0), plant)
+    out = tmp_path / "p"
+    summary = prepare(prepare_config(out, raw, decontamination={"action": action}))
+    found = summary["decontamination"]["gsm8k"]
+    assert found["questions_in_training"] == 3 and found["training_problems_matched"] == 3, summary["decontamination"]
+    kept = {r["id"] for r in read_jsonl(out / "sft_train.jsonl") + read_jsonl(out / "sft_val.jsonl")}
+    counts = summary["openr1"]
+    if action == "drop":
+        assert not kept & set(planted)
+        assert counts["after_finish_stop"] - counts["after_contaminated"] == 3
+    else:
+        assert counts["after_contaminated"] == counts["after_finish_stop"]

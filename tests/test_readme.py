@@ -25,3 +25,5 @@ def test_the_table_is_replaced_between_the_markers_only():
         with_results("no markers", "| a |")
     with pytest.raises(DataError, match="no results table"):
         accuracy_table("**sft**\n")
+    report = "| a |\n|---|\n| 2 |\n\n**Did each stage help?** ...\n\n| b |\n\n**sft**\n\n| figure | value |\n"
+    assert accuracy_table(report) == "| a |\n|---|\n| 2 |\n\n**Did each stage help?** ...\n\n| b |"

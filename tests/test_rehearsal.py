@@ -137,7 +137,8 @@ CI_SIZE = {
     "rejection_sampling": {"max_prompts": 4, "generation": {"max_new_tokens": 64, "stop": STOP}},
     "dpo": {"max_train_samples": 1, "train": {"gradient_accumulation_steps": 1}},
     "grpo": {"max_prompts": 1, "train": {"max_completion_length": 16}},
-    "evaluate": {"max_samples": 1, "generation": {"max_new_tokens": 64, "stop": STOP}},
+    "evaluate": {"max_samples": 1, "generation": {"max_new_tokens": 64, "stop": STOP},
+                 "sampled": {"max_samples": 1, "generation": {"max_new_tokens": 64, "stop": STOP}}},
     "attention": {"generation": {"max_new_tokens": 8}},
     "base_model": {"hub": {"revision": REVISION}},
     "prepare": {"val_fraction": 0.3,  # held-out pairs for the reward model from few problems
@@ -199,3 +200,9 @@ def test_every_stage_of_the_real_path_runs_on_the_qwen3_shaped_model(rehearsed):
         for benchmark in ("gsm8k", "cmath", "math"):
             m = read_json(repo / f"metrics/eval/{model}/{benchmark}.json")
             assert m["config"]["backend"] == "vllm" and m["samples_per_question"] == 2
+    # the same paired comparisons as the real profile, with no extra params: the Hub base against the
+    # last trained model (its nearest evaluated ancestor), and GRPO against SFT with sampled answers
+    report = read_json(repo / "metrics/report.json")
+    edges = {(c["model"], c["against"], c["benchmark"], c["answers"]) for c in report["comparisons"]}
+    assert {("grpo", "base", b, "avg@2") for b in ("gsm8k", "cmath", "math")} | {("grpo", "sft", "gsm8k", "avg@2")} == edges
+    assert "**Did each stage help?**" in (repo / "metrics/report.md").read_text()

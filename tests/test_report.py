@@ -196,3 +196,31 @@ def test_the_report_finds_each_stages_files_in_its_own_section():
         stage_paths(params, ["sft", "ppo"], "live_dir", "report.curves")
     with pytest.raises(ConfigError, match=r"report.stage_metrics: stage 'evaluate' has no evaluate.metrics"):
         stage_paths(params, ["evaluate"], "metrics", "report.stage_metrics")
+
+
+def test_each_model_is_compared_with_the_one_it_was_trained_from(tmp_path):
+    """sft against base, grpo against sft; a model whose parent was not evaluated is compared with the
+    nearest evaluated ancestor (the rehearsal evaluates base and grpo only)."""
+    from mathpipe.evaluation.report import MethodCost, paired_comparisons, render_comparisons
+    from mathpipe.io import write_jsonl
+
+    right = {"base": set(), "sft": set(range(0, 30)), "grpo": set(range(2, 31))}  # grpo: 1 fixed, 2 broken
+    for model, ids in right.items():
+        write_jsonl(tmp_path / model / "gsm8k.jsonl",
+                    [{"id": f"q{i}", "correct": i in ids, "extracted": "1"} for i in range(40)])
+
+    def method(starts_from):
+        return param_config(MethodCost, "report.methods.sft", starts_from=starts_from)
+
+    methods = {"base": method(None), "sft": method("base"), "grpo": method("sft")}
+    rows = paired_comparisons(methods, ["base", "sft", "grpo"], ["gsm8k"], tmp_path)
+    assert [(r["model"], r["against"]) for r in rows] == [("sft", "base"), ("grpo", "sft")]
+    sft, grpo = rows
+    assert sft["significant"] and sft["fixed"] == 30 and sft["p_value"] == pytest.approx(2 / 2**30)
+    assert not grpo["significant"] and (grpo["fixed"], grpo["broken"]) == (1, 2)
+    text = render_comparisons(rows)
+    assert "| sft | base | gsm8k | greedy | +75.0 |" in text and "| **better** |" in text
+    assert "Significant at p < 0.05: sft better than base on gsm8k greedy (+75.0)." in text
+    assert "No significant difference on any benchmark: grpo against sft." in text
+    rehearsal = paired_comparisons(methods, ["base", "grpo"], ["gsm8k"], tmp_path)
+    assert [(r["model"], r["against"]) for r in rehearsal] == [("grpo", "base")]

@@ -340,3 +340,24 @@ def test_any_valid_config_writes_consistent_data(seed, n_train, shards, max_step
             assert all(2 <= int(n) <= 60 for n in re.findall(r"\d+", r["problem"]))
             assert r["correctness_count"] == sum(a or b for a, b in zip(r["correctness_math_verify"],
                                                                     r["correctness_llama"] or r["correctness_math_verify"]))
+
+
+def test_a_held_out_problem_never_reappears_reworded(monkeypatch, tmp_path):
+    """The same story and numbers asked another way ("... now?", "... in the end?") is the same
+    problem: with one question template per wording, few names and small numbers, 60 draws would
+    repeat some stories unless the generator rejects them by their content, not their text."""
+    from mathpipe.data.decontaminate import BenchmarkIndex
+
+    monkeypatch.setattr(sample_data, "GROUP_START_P", 0.0)
+    monkeypatch.setitem(sample_data.NAMES, "en", ["Tom", "Ann"])
+    monkeypatch.setitem(sample_data.OBJECTS, "en", [("apples", "")])
+    for key in ("start", "+", "-", "*", "/", "frame"):
+        monkeypatch.setitem(sample_data.TEMPLATES["en"], key, sample_data.TEMPLATES["en"][key][:1])
+    cfg = param_config(SampleConfig, "sample", n_train=20, n_gsm8k_test=20, n_cmath_test=5, n_math_test=5,
+                       n_gsm8k_train=20, shards=1, max_steps=1, chinese_fraction=0.0, operand_max=6, value_max=12)
+    write_sample_data(tmp_path / "raw", cfg)
+    test = [r["question"] for r in read_jsonl(tmp_path / "raw/gsm8k/test.jsonl")]
+    index = BenchmarkIndex({"gsm8k": [(f"q{i}", q) for i, q in enumerate(test)]}, n=4)
+    training = [r["question"] for r in read_jsonl(tmp_path / "raw/gsm8k/train.jsonl")]
+    training += [r["problem"] for r in read_rows(tmp_path / "raw")]
+    assert [p for p in training if index.matches(p)] == []

@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +32,7 @@ from mathpipe import prompts
 from mathpipe.answers import extract_gold, gold_is_checkable
 from mathpipe.config import check, check_positive, check_range
 from mathpipe.data import readers
+from mathpipe.data.decontaminate import BenchmarkIndex
 from mathpipe.data.sample_data import SAMPLE_DIR
 from mathpipe.errors import DataError
 from mathpipe.hub import check_revision, download
@@ -55,6 +56,19 @@ class Filters:
     def validate(self, prefix: str) -> None:
         check(self.min_correctness_count >= 0, f"{prefix}.min_correctness_count", "must be >= 0")
         check_positive(self.max_tokens, f"{prefix}.max_tokens")
+
+
+@dataclass(kw_only=True)
+class Decontamination:
+    """Benchmark questions among the training problems (mathpipe.data.decontaminate)."""
+
+    ngram: int  # words per n-gram, after normalisation (open-r1: 8)
+    min_coverage: float  # share of a question's n-grams a training problem must hold to be a copy
+    action: Literal["drop", "report"]  # drop the copies from training, or only count them
+
+    def validate(self, prefix: str) -> None:
+        check_positive(self.ngram, f"{prefix}.ngram")
+        check_range(self.min_coverage, f"{prefix}.min_coverage", 0.01, 1.0)
 
 
 @dataclass(kw_only=True)
@@ -102,6 +116,7 @@ class PrepareConfig:
     trace: Literal["generation", "solution"]
     template: str
     filters: Filters
+    decontamination: Decontamination
     pairs_per_problem: int  # preference pairs per problem: each a different incorrect trace
     val_fraction: float
     max_train_rows: int | None
@@ -326,8 +341,13 @@ class _Collector:
     """Accumulates kept records by split: the length filter (the shortest fitting target wins), then
     de-duplication (so a copy dropped by a filter does not hide a usable one), then the train-row cap."""
 
-    def __init__(self, cfg: PrepareConfig, tokenizer, chat_template_kwargs: dict | None = None):
+    def __init__(self, cfg: PrepareConfig, tokenizer, chat_template_kwargs: dict | None = None,
+                 benchmarks: BenchmarkIndex | None = None):
         self.cfg = cfg
+        self.benchmarks = benchmarks
+        self.contaminated: dict[str, set[str]] = defaultdict(set)  # benchmark -> question ids found in training
+        self.contaminating: Counter = Counter()  # benchmark -> training problems that copy one of its questions
+        self.plain_overlap: Counter = Counter()  # benchmark -> training problems sharing any n-gram with it
         self.count_tokens = TokenCounter(tokenizer, chat_template_kwargs)
         self.sft: dict[str, list[dict]] = {"train": [], "val": []}
         self.pairs: dict[str, list[dict]] = {"train": [], "val": []}
@@ -349,6 +369,9 @@ class _Collector:
         for c in candidates:
             lengths = [next(target_lengths) for _ in c.targets]
             rejected = [(r, next(rejected_lengths)) for r in c.rejected]
+            if self.is_contaminated(c.problem) and self.cfg.decontamination.action == "drop":
+                counts["dropped_contaminated"] += 1
+                continue
             fitting = sorted((n, k) for k, n in enumerate(lengths) if n <= limit)  # shortest first, then order
             if not fitting:
                 counts["dropped_max_tokens"] += 1
@@ -373,6 +396,28 @@ class _Collector:
                 self.pairs[split].append(pair_record(rid, c.problem, c.answer, c.targets[chosen], text, template))
 
 
+    def is_contaminated(self, problem: str) -> bool:
+        """Whether the problem copies a benchmark question; counts it per benchmark either way."""
+        if self.benchmarks is None:
+            return False
+        for benchmark in {self.benchmarks.benchmark[q] for q in self.benchmarks.shares_ngram(problem)}:
+            self.plain_overlap[benchmark] += 1
+        matches = self.benchmarks.matches(problem)
+        for benchmark in {self.benchmarks.benchmark[q] for q in matches}:
+            self.contaminating[benchmark] += 1
+        for qid in matches:
+            self.contaminated[self.benchmarks.benchmark[qid]].add(qid)
+        return bool(matches)
+
+    def decontamination_summary(self, benchmarks: list[str]) -> dict:
+        d = self.cfg.decontamination
+        return {"criterion": f"{d.ngram}-gram coverage >= {d.min_coverage:g} and the question's numbers in order",
+                "action": d.action,
+                **{b: {"questions_in_training": len(self.contaminated[b]),
+                       "training_problems_matched": self.contaminating[b],
+                       "training_problems_sharing_any_ngram": self.plain_overlap[b]} for b in benchmarks}}
+
+
 def run_prepare(cfg: PrepareConfig, tokenizer, inputs: Inputs, chat_template_kwargs: dict | None = None) -> dict:
     """Write all outputs of prepare into cfg.out_dir (atomically) and return the counts.
 
@@ -381,7 +426,9 @@ def run_prepare(cfg: PrepareConfig, tokenizer, inputs: Inputs, chat_template_kwa
     thinking = prompts.thinking(chat_template_kwargs)
     # The benchmarks first: they are small, and a bad one should stop the stage before the shards.
     eval_sets = {name: eval_rows(name, getattr(inputs, key)) for name, key in EVAL_FILES.items()}
-    kept = _Collector(cfg, tokenizer, chat_template_kwargs)
+    index = BenchmarkIndex({name: [(r["id"], r["question"]) for r in rows] for name, rows in eval_sets.items()},
+                           cfg.decontamination.ngram, cfg.decontamination.min_coverage)
+    kept = _Collector(cfg, tokenizer, chat_template_kwargs, index)
     counts: dict[str, Counter] = {"openr1": Counter(), "gsm8k_train": Counter()}
     traces: Counter = Counter()
 
@@ -418,6 +465,7 @@ def run_prepare(cfg: PrepareConfig, tokenizer, inputs: Inputs, chat_template_kwa
     if traces["read"]:
         summary["openr1_traces"] = {"correct_by": cfg.filters.correct_by, **{k: traces[k] for k in TRACE_COUNTS}}
     summary["pairs"] = {k: kept.pair_counts[k] for k in ("candidates", "dropped_max_tokens", "kept")}
+    summary["decontamination"] = kept.decontamination_summary(list(eval_sets))
     if not kept.sft["train"]:
         raise DataError(
             f"no SFT training rows left after the filters (counts: {summary}); "
@@ -490,8 +538,8 @@ def eval_rows(benchmark: str, paths: list[Path]) -> list[dict]:
     return rows
 
 
-FILTER_ORDER = ("empty_problem", "min_correctness_count", "correct", "complete", "finish_stop", "max_tokens",
-                "duplicate")
+FILTER_ORDER = ("empty_problem", "min_correctness_count", "correct", "complete", "finish_stop", "contaminated",
+                "max_tokens", "duplicate")
 TRACE_COUNTS = ("read", "correct_by_both", "correct_by_math_verify_only", "correct_by_llama_only",
                 "wrong_by_every_judge", "no_verdict")
 

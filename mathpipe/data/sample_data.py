@@ -224,12 +224,20 @@ def _make_problem(rng: random.Random, lang: str, n_steps: int, cfg: SampleConfig
     return Problem(lang, text, start, tuple(steps), group, slots)
 
 
-def _fresh_problem(rng: random.Random, lang: str, cfg: SampleConfig, taken: set[str]) -> Problem:
-    """A problem whose text is not in `taken` (test sets first, so training never repeats them)."""
+def identity(p: Problem) -> tuple:
+    """What makes two problems the same problem: who, what, and the numbers and steps, not the
+    wording ("Sam has 11 marbles" or "There are 11 marbles in Sam's box", asked "How many ... now?"
+    or "... in the end?") nor a friend who appears in one wording only."""
+    return p.lang, p.group, p.start, p.steps, p.slots["name"], p.slots["obj"]
+
+
+def _fresh_problem(rng: random.Random, lang: str, cfg: SampleConfig, taken: set) -> Problem:
+    """A problem whose text and story are not in `taken` (test sets first, so training never repeats
+    them, not even reworded)."""
     for _ in range(1000):
         p = _make_problem(rng, lang, rng.randint(1, cfg.max_steps), cfg)
-        if p.text not in taken:
-            taken.add(p.text)
+        if p.text not in taken and identity(p) not in taken:
+            taken.update((p.text, identity(p)))
             return p
     raise ConfigError("sample: too few distinct problems for the requested counts; lower sample.n_*")
 
@@ -424,7 +432,7 @@ def write_sample_data(out_dir: Path, cfg: SampleConfig) -> dict[str, int]:
     Returns the row count of each file, keyed by its path relative to out_dir."""
     out_dir = Path(out_dir)
     stream = lambda part: random.Random(f"{cfg.seed}:{part}")  # noqa: E731 - one independent stream per part
-    taken: set[str] = set()  # every question text so far: held-out sets first, then training
+    taken: set = set()  # every problem so far, text and story: held-out sets first, then training
     r = stream("gsm8k-test")
     gsm_test = [_fresh_problem(r, "en", cfg, taken) for _ in range(cfg.n_gsm8k_test)]
     r = stream("cmath-test")

@@ -12,6 +12,7 @@ the metrics are avg@n (`accuracy`), maj@n and pass@n, each with a 95% interval.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,23 @@ from mathpipe.config import check, check_positive
 from mathpipe.errors import DataError
 from mathpipe.generation import EngineSettings, GenerationSettings, Generator, make_generator
 from mathpipe.io import read_jsonl
+
+
+@dataclass(kw_only=True)
+class SampledEvaluation:
+    """A second evaluation of some models with sampled answers (avg@n, maj@n, pass@n), the way RL
+    papers report RL's effect: beside greedy, at the policy's temperature."""
+
+    models: list[str]
+    benchmarks: list[Literal["gsm8k", "cmath", "math"]]
+    max_samples: int | None  # the first N questions of each benchmark (null: all)
+    generation: GenerationSettings
+    subdir: str  # under predictions_dir and metrics_dir
+
+    def validate(self, prefix: str) -> None:
+        if self.max_samples is not None:
+            check_positive(self.max_samples, f"{prefix}.max_samples")
+        check(self.generation.n > 1, f"{prefix}.generation.n", "a sampled evaluation needs n > 1 answers per question")
 
 
 @dataclass(kw_only=True)
@@ -36,12 +54,22 @@ class EvaluateConfig:
     max_samples: int | None
     engine: EngineSettings
     generation: GenerationSettings
+    sampled: SampledEvaluation
 
     def validate(self, prefix: str) -> None:
         check(bool(self.models), f"{prefix}.models", "must name at least one model")
         if self.max_samples is not None:
             check_positive(self.max_samples, f"{prefix}.max_samples")
         prompts.instruction(self.template)
+
+
+def sampled_view(cfg: EvaluateConfig) -> EvaluateConfig:
+    """The evaluation as `evaluate.sampled` runs it: its models, benchmarks, questions and
+    generation settings, its files under <predictions_dir>/<subdir> and <metrics_dir>/<subdir>."""
+    s = cfg.sampled
+    return dataclasses.replace(cfg, models=s.models, benchmarks=s.benchmarks, max_samples=s.max_samples,
+                               generation=s.generation, predictions_dir=str(Path(cfg.predictions_dir) / s.subdir),
+                               metrics_dir=str(Path(cfg.metrics_dir) / s.subdir))
 
 
 def wilson_interval(correct: int, n: int, z: float = 1.959964) -> tuple[float, float]:

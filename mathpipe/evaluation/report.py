@@ -23,7 +23,8 @@ from pathlib import Path
 
 from mathpipe.config import check, check_positive
 from mathpipe.errors import ConfigError, DataError
-from mathpipe.io import atomic_dir, atomic_write_text, read_json, require_file, write_json
+from mathpipe.evaluation.evaluate import SampledEvaluation
+from mathpipe.io import atomic_dir, atomic_write_text, read_json, read_jsonl, require_file, write_json
 
 # What the report shows of each stage's metrics file: (label, dotted key, format).
 STAGE_FIGURES: dict[str, list[tuple[str, str, str]]] = {
@@ -155,9 +156,105 @@ def stage_figures(stage_metrics: dict[str, str]) -> dict[str, list[dict]]:
     return figures
 
 
-def render_markdown(table: list[dict], stages: dict[str, list[dict]], costs: dict[str, dict] | None = None) -> str:
+def paired_comparisons(methods: dict[str, MethodCost], models: list[str], benchmarks: list[str],
+                       predictions_dir: str | Path, answers: str = "greedy") -> list[dict]:
+    """Each evaluated model against the model it was trained from (report.methods' starts_from; the
+    nearest evaluated ancestor when that one was not evaluated), per benchmark, on the same questions:
+    the paired difference, its 95% interval, the p-value and the fixed and broken questions."""
+    from mathpipe.evaluation.paired import compare, per_question
+
+    def evaluated_ancestor(model: str) -> str | None:
+        seen, parent = {model}, methods[model].starts_from if model in methods else None
+        while parent is not None and parent not in models and parent not in seen:
+            seen.add(parent)
+            parent = methods[parent].starts_from if parent in methods else None
+        return parent if parent in models else None
+
+    rows = []
+    for model in models:
+        against = evaluated_ancestor(model)
+        if against is None:
+            continue
+        for benchmark in benchmarks:
+            paths = [require_file(Path(predictions_dir) / m / f"{benchmark}.jsonl", "predictions")
+                     for m in (against, model)]
+            a, b = (per_question(read_jsonl(p), str(p)) for p in paths)
+            result = compare(a, b, against, model)
+            rows.append({"model": model, "against": against, "benchmark": benchmark, "answers": answers,
+                         **{k: result[k] for k in ("n", "difference", "ci95_low", "ci95_high", "p_value", "test",
+                                                   "significant")},
+                         "fixed": len(result["fixed"]), "broken": len(result["broken"])})
+    return rows
+
+
+def rl_headroom(model: str, benchmark: str, greedy_file: str | Path, sampled_file: str | Path,
+                threshold: float = 0.3) -> dict:
+    """What RL can gain on a model: its sampled pass rate per question, and the share of questions
+    greedy gets wrong while the right answer already has real probability (pass rate >= threshold),
+    which bounds what sharpening can add to greedy. Over the questions the sampled evaluation asked."""
+    from mathpipe.evaluation.paired import per_question
+
+    sampled = per_question(read_jsonl(require_file(sampled_file, "sampled predictions")), str(sampled_file))
+    greedy = per_question(read_jsonl(require_file(greedy_file, "predictions")), str(greedy_file))
+    missing = sorted(set(sampled) - set(greedy))
+    if missing:
+        raise DataError(f"{sampled_file}: {len(missing)} questions have no greedy answer in {greedy_file} "
+                        f"({', '.join(missing[:3])}...)")
+    n = len(sampled)
+    wrong = [q for q in sampled if greedy[q] < 1]
+    return {"model": model, "benchmark": benchmark, "questions": n,
+            "mean_pass_rate": sum(sampled.values()) / n,
+            "greedy_wrong": len(wrong) / n,
+            "greedy_wrong_pass_rate_at_least": threshold,
+            "greedy_wrong_with_pass_rate_at_least": sum(sampled[q] >= threshold for q in wrong) / n,
+            "never_right": sum(v == 0 for v in sampled.values()) / n,
+            "always_right": sum(v == 1 for v in sampled.values()) / n}
+
+
+def render_headroom(rows: list[dict]) -> str:
+    lines = []
+    for r in rows:
+        lines.append(f"What RL can gain on {r['model']} ({r['benchmark']}, {r['questions']} questions): mean sampled "
+                     f"pass rate {r['mean_pass_rate']:.1%}; greedy is wrong on {r['greedy_wrong']:.1%}, and on "
+                     f"{r['greedy_wrong_with_pass_rate_at_least']:.1%} of all questions greedy is wrong while the "
+                     f"pass rate is at least {r['greedy_wrong_pass_rate_at_least']:g} (the most a sharper policy adds "
+                     f"to greedy); {r['never_right']:.1%} never right, {r['always_right']:.1%} always right.")
+    return "\n".join(lines)
+
+
+def render_comparisons(rows: list[dict]) -> str:
+    """The paired comparisons as a table, then in words: which differences are significant."""
+    if not rows:
+        return ""
+    from mathpipe.evaluation.paired import ALPHA
+
+    lines = ["", "**Did each stage help?** Each model against the one it was trained from, on the same questions: "
+             "the difference in points with its paired 95% interval, and the p-value (exact McNemar with one "
+             "answer per question, a paired z-test with sampled answers).", "",
+             "| model | against | benchmark | answers | difference | 95% interval | p | fixed / broken | verdict |",
+             "|---|---|---|---|---:|---|---:|---:|---|"]
+    for r in rows:
+        direction = "**better**" if r["difference"] > 0 else "**worse**"
+        verdict = direction if r["significant"] else "no significant difference"
+        lines.append(f"| {r['model']} | {r['against']} | {r['benchmark']} | {r['answers']} | "
+                     f"{100 * r['difference']:+.1f} | "
+                     f"{100 * r['ci95_low']:+.1f} to {100 * r['ci95_high']:+.1f} | {r['p_value']:.3g} | "
+                     f"{r['fixed']} / {r['broken']} | {verdict} |")
+    significant = [f"{r['model']} {'better' if r['difference'] > 0 else 'worse'} than {r['against']} on "
+                   f"{r['benchmark']} {r['answers']} ({100 * r['difference']:+.1f})" for r in rows if r["significant"]]
+    noise = sorted({f"{r['model']} against {r['against']}" for r in rows}
+                   - {f"{r['model']} against {r['against']}" for r in rows if r["significant"]})
+    lines += ["", f"Significant at p < {ALPHA:g}: " + ("; ".join(significant) if significant else "none") + "."]
+    if noise:
+        lines.append(f"No significant difference on any benchmark: {', '.join(noise)}.")
+    return "\n".join(lines) + "\n"
+
+
+def render_markdown(table: list[dict], stages: dict[str, list[dict]], costs: dict[str, dict] | None = None,
+                    comparisons: list[dict] | None = None, headroom: list[dict] | None = None) -> str:
     """One row per model: accuracy and 95% interval on each benchmark, and what its training cost;
-    then each stage's own figures."""
+    then the paired comparisons of each model with the one it was trained from; then each stage's
+    own figures."""
     costs = costs or {}
     benchmarks = list(dict.fromkeys(r["benchmark"] for r in table))
     models = list(dict.fromkeys(r["model"] for r in table))
@@ -177,6 +274,10 @@ def render_markdown(table: list[dict], stages: dict[str, list[dict]], costs: dic
         lines.append(f"| {model} | " + " | ".join(accuracy) + f" | {cost.get('starts_from') or '–'} | "
                      f"{number(cost.get('steps'), ',d')} | {number(cost.get('tokens'), ',d')} | "
                      f"{number(cost.get('seconds'), ',.0f')} |")
+    if comparisons:
+        lines += render_comparisons(comparisons).rstrip("\n").split("\n")
+    if headroom:
+        lines += ["", *render_headroom(headroom).split("\n")]
     for stage, rows in stages.items():
         lines += ["", f"**{stage}**", "", "| figure | value |", "|---|---:|"]
         lines += [f"| {r['figure']} | {r['text']} |" for r in rows]
@@ -240,7 +341,8 @@ def stage_paths(params: dict, stages: list[str], key: str, listed_in: str) -> di
 
 
 def write_report(cfg: ReportConfig, params: dict, models: list[str], benchmarks: list[str],
-                 metrics_dir: str | Path, compare_dir: str | Path) -> str:
+                 metrics_dir: str | Path, compare_dir: str | Path, predictions_dir: str | Path,
+                 sampled: SampledEvaluation | None = None, answers: str = "greedy") -> str:
     """The report stage's outputs: the table (markdown and JSON) and, under cfg.plots_dir, the accuracy
     chart, the loss and reward curves and copies of the attention comparisons. Returns the markdown.
     `params` is the whole of params.yaml: each stage's section names its files. Every input is
@@ -255,10 +357,21 @@ def write_report(cfg: ReportConfig, params: dict, models: list[str], benchmarks:
     stages = stage_figures(stage_paths(params, cfg.stage_metrics, "metrics", "report.stage_metrics"))
     curves = read_loss_curves(stage_paths(params, cfg.curves, "live_dir", "report.curves"))
     rewards = read_reward_curves(stage_paths(params, cfg.reward_curves, "live_dir", "report.reward_curves"))
+    comparisons = paired_comparisons(cfg.methods, models, benchmarks, predictions_dir, answers)
+    headroom = []
+    if sampled is not None:
+        sampled_dir = Path(predictions_dir) / sampled.subdir
+        comparisons += paired_comparisons(cfg.methods, sampled.models, sampled.benchmarks, sampled_dir,
+                                          f"avg@{sampled.generation.n}")
+        starts = {r["against"] for r in comparisons if r["answers"] != "greedy"}  # where RL starts from
+        headroom = [rl_headroom(m, b, Path(predictions_dir) / m / f"{b}.jsonl", sampled_dir / m / f"{b}.jsonl")
+                    for m in sampled.models if m in starts and m in models for b in sampled.benchmarks
+                    if b in benchmarks and answers == "greedy"]
 
-    markdown = render_markdown(table, stages, costs)
+    markdown = render_markdown(table, stages, costs, comparisons, headroom)
     atomic_write_text(cfg.table_markdown, markdown)
-    write_json(cfg.table_json, {"accuracy": table, "training_cost": costs, "stages": stages})
+    write_json(cfg.table_json, {"accuracy": table, "comparisons": comparisons, "rl_headroom": headroom,
+                                "training_cost": costs, "stages": stages})
     plotting.setup()
     with atomic_dir(cfg.plots_dir) as out:
         plotting.save_figure(plotting.accuracy_chart(table), out, "accuracy", cfg.dpi)

@@ -2,32 +2,35 @@
 
     python -m mathpipe.tools.readme          # make report runs it: README.md's table <- metrics/report.md
 
-The table sits in README.md between two markers; this copies the accuracy table (the first table
-of metrics/report.md) in between, so the README never shows figures the committed run did not
+The results sit in README.md between two markers; this copies the top of metrics/report.md (the
+accuracy table and the paired comparisons) in between, so the README never shows figures the committed run did not
 produce. tests/test_readme.py fails when the two differ.
 """
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
 from mathpipe.errors import DataError
 
+STAGE_HEADING = re.compile(r"^\*\*[a-z_]+\*\*$")  # "**sft**": where the report's per-stage figures begin
 BEGIN, END = "<!-- results: copied from metrics/report.md by `make report` -->", "<!-- end of results -->"
 
 
 def accuracy_table(report_markdown: str) -> str:
-    """The first table of the report: every model on every benchmark."""
+    """The top of the report: every model on every benchmark, then the paired comparisons of each
+    model with the one it was trained from (everything before the first stage's own figures)."""
     lines = report_markdown.strip().splitlines()
-    table = []
-    for line in lines:
-        if not line.startswith("|"):
-            break
-        table.append(line)
-    if len(table) < 3:
+    if len(lines) < 3 or not all(line.startswith("|") for line in lines[:3]):
         raise DataError("metrics/report.md: no results table at its top (run `make report`)")
-    return "\n".join(table)
+    top = []
+    for line in lines:
+        if STAGE_HEADING.match(line):
+            break
+        top.append(line)
+    return "\n".join(top).rstrip()
 
 
 def with_results(readme: str, table: str) -> str:
