@@ -76,25 +76,30 @@ class BenchmarkIndex:
 
     def shares_ngram(self, text: str) -> list[str]:
         """Questions with at least one n-gram in common with `text` (open-r1's criterion)."""
-        return sorted(self._candidates(ngrams(words(text), self.n)))
+        return self.check(text)[0]
 
     def matches(self, text: str) -> list[str]:
         """Questions that `text` is a copy of, by the criterion above."""
+        return self.check(text)[1]
+
+    def check(self, text: str) -> tuple[list[str], list[str]]:
+        """(questions sharing an n-gram with `text`, questions `text` is a copy of), normalising once."""
         tokens = words(text)
-        grams = ngrams(tokens, self.n)
-        found = [qid for qid, shared in self._candidates(grams).items()
-                 if shared >= self.min_coverage * len(self.grams[qid])]
+        shared = self._candidates(ngrams(tokens, self.n))
+        found = [qid for qid, count in shared.items() if count >= self.min_coverage * len(self.grams[qid])]
         joined = f" {' '.join(tokens)} "
         found += [qid for qid in self.short if self.words[qid] and f" {' '.join(self.words[qid])} " in joined]
-        return sorted(qid for qid in found if self._same_numbers(self.words[qid], tokens))
+        return sorted(shared), sorted(qid for qid in found if self._same_numbers(qid, tokens))
 
-    def _same_numbers(self, question: list[str], problem: list[str]) -> bool:
+    def _same_numbers(self, qid: str, problem: list[str]) -> bool:
         """The problem's numbers from where the question starts in it to its end are the question's:
         a leading "3. (5 points)" is allowed, an extra step with its own numbers is another problem."""
-        start = next((i for i in range(len(problem)) if tuple(problem[i:i + self.n]) in self.grams_of(question)),
-                     0)
-        numbers = lambda tokens: [t for t in tokens if _NUMBER.fullmatch(t)]  # noqa: E731
-        return numbers(problem[start:]) == numbers(question)
+        question = self.words[qid]
+        grams = self.grams[qid] or {tuple(question)}
+        width = self.n if self.grams[qid] else len(question)
+        start = next((i for i in range(len(problem)) if tuple(problem[i:i + width]) in grams), 0)
+        return _numbers(problem[start:]) == _numbers(question)
 
-    def grams_of(self, question: list[str]) -> set:
-        return ngrams(question, self.n) or {tuple(question)}
+
+def _numbers(tokens: list[str]) -> list[str]:
+    return [t for t in tokens if _NUMBER.fullmatch(t)]

@@ -400,9 +400,9 @@ class _Collector:
         """Whether the problem copies a benchmark question; counts it per benchmark either way."""
         if self.benchmarks is None:
             return False
-        for benchmark in {self.benchmarks.benchmark[q] for q in self.benchmarks.shares_ngram(problem)}:
+        shared, matches = self.benchmarks.check(problem)
+        for benchmark in {self.benchmarks.benchmark[q] for q in shared}:
             self.plain_overlap[benchmark] += 1
-        matches = self.benchmarks.matches(problem)
         for benchmark in {self.benchmarks.benchmark[q] for q in matches}:
             self.contaminating[benchmark] += 1
         for qid in matches:
