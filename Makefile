@@ -93,10 +93,11 @@ diff: setup  ## compare metrics and params with a git revision: make diff REV=HE
 	$(DVC) metrics diff $(REV)
 	$(DVC) params diff $(REV)
 
-# DVC's default page loads Vega from a CDN; this template inlines it (fetched once with npm) so the
-# page draws its charts with no network (mathpipe/evaluation/report_page.py).
+# The page opens with metrics/report.md and the report's figures, then DVC's plots; DVC's default page
+# loads Vega from a CDN, this template inlines it (fetched once with npm) so the page draws its charts
+# with no network (mathpipe/evaluation/report_page.py). What DVC wrote last time goes first.
 PAGE_TEMPLATE := $(REPORT_DIR)/.offline-template.html
-RENDER_PAGE = $(BIN)/python -m mathpipe.evaluation.report_page $(PAGE_TEMPLATE) $(VENV)/vega && \
+RENDER_PAGE = rm -rf $(REPORT_DIR)/index.html $(REPORT_DIR)/static $(REPORT_DIR)/workspace_*.png && $(BIN)/python -m mathpipe.evaluation.report_page $(PAGE_TEMPLATE) $(VENV)/vega && \
               $(DVC) plots show -o $(REPORT_DIR) --html-template $(PAGE_TEMPLATE)
 
 plots: setup  ## render the DVC plots of the workspace to one HTML page that needs no network

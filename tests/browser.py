@@ -37,3 +37,29 @@ def charts_drawn(page: Path) -> tuple[int, int]:
     drawn = len(re.findall(r'<(?:canvas|svg)\b[^>]*class="marks"', rendered_dom(page)))
     return drawn, asked
 
+
+
+# Written into a copy of the page: once everything is drawn, the bottom edge (in CSS pixels from the
+# top of the page) of the first element each selector finds, as a data attribute of <body>.
+LAYOUT_PROBE = """<script>window.addEventListener("load", () => setTimeout(() => {{
+  const bottoms = {selectors}.map(s => {{ const e = document.querySelector(s);
+    return e ? Math.round(e.getBoundingClientRect().bottom + window.scrollY) : -1; }});
+  document.body.setAttribute("data-bottoms", bottoms.join(","));
+}}, 500));</script>"""
+
+
+def bottoms_on_screen(page: Path, selectors: list[str], width: int = 1440, height: int = 900) -> list[int]:
+    """Where (pixels from the top) the first element of each selector ends when the page is opened in
+    a width x height window: an element ending above `height` is on the first screen."""
+    import json
+
+    probe = page.with_name(f".probe-{page.name}")
+    head, _, tail = page.read_text(encoding="utf-8").rpartition("</body>")  # the inlined scripts hold "</body>" too
+    probe.write_text(head + LAYOUT_PROBE.format(selectors=json.dumps(selectors)) + "</body>" + tail, encoding="utf-8")
+    done = subprocess.run([CHROMIUM, *OFFLINE_BROWSER, f"--window-size={width},{height}", "--dump-dom",
+                           probe.resolve().as_uri()], capture_output=True, text=True, timeout=120)
+    probe.unlink()
+    assert done.returncode == 0, done.stderr[-2000:]
+    found = re.search(r'data-bottoms="([-\d,]*)"', done.stdout)
+    assert found, "the layout probe did not run"
+    return [int(x) for x in found.group(1).split(",")]

@@ -25,7 +25,7 @@ import yaml
 from mathpipe.config import load_params
 from mathpipe.evaluation.attention import CONTINUATION
 from mathpipe.evaluation.report_page import write_template
-from tests.browser import charts_drawn, needs_chromium, needs_npm
+from tests.browser import bottoms_on_screen, charts_drawn, needs_chromium, needs_npm
 from tests.checkout import ROOT, STAGES_REPRODUCED_EXACTLY, apply_profile, commit, copy_checkout, outs_hashes, run
 
 pytestmark = pytest.mark.e2e
@@ -117,22 +117,30 @@ def test_attention_maps_and_report_are_drawn(project):
         assert (project / f"plots/report/png/{name}.png").is_file() and (project / f"plots/report/svg/{name}.svg").is_file()
 
 
-def test_plots_show_renders_maps_chart_and_curves_in_one_page(project, tmp_path):
+def test_plots_show_renders_the_curves_that_matter_and_the_maps_in_one_page(project, tmp_path):
     run(["dvc", "plots", "show", "-o", str(tmp_path / "html")], project)
     page = (tmp_path / "html/index.html").read_text()
-    for needle in ("plots_attention_sft_png_gsm8k_last.png", "plots_attention_compare_png_cmath_last.png",
-                   "plots_report_png_accuracy.png", "dvclive/sft/plots/metrics/loss.tsv"):
+    for needle in ("plots_attention_sft_png_gsm8k_last.png", "sft loss", "grpo reward", "grpo uniform groups"):
         assert needle in page, needle
+    for housekeeping in ("total_flos", "learning_rate", "samples_per_second"):  # left out (dvc.yaml plots:)
+        assert housekeeping not in page, housekeeping
 
 
 @needs_npm
 @needs_chromium
-def test_the_report_page_draws_every_curve_and_image_with_no_network(project, tmp_path):
-    template = write_template(tmp_path / "offline.html", tmp_path / "vega")  # what make report does
+def test_the_report_page_opens_with_the_results_and_draws_every_chart_with_no_network(project, tmp_path):
+    params = params_of(project)  # what make report does: the template, then dvc plots show
+    template = write_template(tmp_path / "offline.html", tmp_path / "vega", project / params["report"]["table_markdown"],
+                              project / params["report"]["plots_dir"] / "png")
     run(["dvc", "plots", "show", "-o", str(tmp_path / "html"), "--html-template", str(template)], project)
-    drawn, asked = charts_drawn(tmp_path / "html/index.html")
-    assert asked >= 4 and drawn == asked  # the loss and reward curves of sft, reward_model, dpo, grpo at least
-    assert "plots_report_png_accuracy.png" in (tmp_path / "html/index.html").read_text()
+    page = tmp_path / "html/index.html"
+    drawn, asked = charts_drawn(page)
+    assert asked >= 6 and drawn == asked  # the loss curves of sft, rft, reward_model, dpo; grpo's reward, uniform groups
+    text = page.read_text()
+    assert text.index("Did each stage help?") < text.index("vegaEmbed(") and "no significant difference" in text
+    table, chart, verdicts = bottoms_on_screen(page, [".results table", ".results img.chart", ".results table:nth-of-type(2)"])
+    assert 0 < table < chart < 900, (table, chart)  # a 1440 x 900 window opens on the results and the accuracy chart
+    assert verdicts > chart
 
 
 def test_training_figures_are_recorded(project):
@@ -285,7 +293,7 @@ def test_an_experiment_shows_changed_curves_and_images_beside_the_committed_run(
     image = data["plots/attention/dpo/png/gsm8k_last.png"]
     assert {rev for entry in image for rev in entry["revisions"]} == {"HEAD", "workspace"}
     loss = "dvclive/dpo/plots/metrics/loss.tsv"
-    assert set(data[loss][0]["revisions"]) == {"HEAD", "workspace"}
+    assert set(data["dpo loss"][0]["revisions"]) == {"HEAD", "workspace"}  # dvc.yaml's top-level plots
     assert (project / loss).read_text() != run(["git", "show", f"HEAD:{loss}"], project)  # another beta, another loss
     if is_default(project):  # 4 smoke DPO steps need not change a pixel
         assert len({Path(entry["url"]).read_bytes() for entry in image}) == 2  # the DPO model changed

@@ -7,14 +7,15 @@ from pathlib import Path
 import pytest
 
 from mathpipe.errors import DataError
-from mathpipe.tools.readme import BEGIN, END, accuracy_table, with_results
+from mathpipe.evaluation.report import results_part
+from mathpipe.tools.readme import BEGIN, END, with_results
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_the_readme_shows_the_committed_results_table():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    table = accuracy_table((ROOT / "metrics/report.md").read_text(encoding="utf-8"))
+    table = results_part((ROOT / "metrics/report.md").read_text(encoding="utf-8"))
     assert with_results(readme, table) == readme, "README.md's results differ from metrics/report.md: run make report"
 
 
@@ -24,6 +25,6 @@ def test_the_table_is_replaced_between_the_markers_only():
     with pytest.raises(DataError, match="markers are missing"):
         with_results("no markers", "| a |")
     with pytest.raises(DataError, match="no results table"):
-        accuracy_table("**sft**\n")
+        results_part("**sft**\n")
     report = "| a |\n|---|\n| 2 |\n\n**Did each stage help?** ...\n\n| b |\n\n**sft**\n\n| figure | value |\n"
-    assert accuracy_table(report) == "| a |\n|---|\n| 2 |\n\n**Did each stage help?** ...\n\n| b |"
+    assert results_part(report) == "| a |\n|---|\n| 2 |\n\n**Did each stage help?** ...\n\n| b |"

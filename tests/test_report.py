@@ -11,6 +11,7 @@ from mathpipe.errors import ConfigError, DataError
 from mathpipe.evaluation import plotting
 from mathpipe.evaluation.evaluate import wilson_interval
 from mathpipe.evaluation.report import (
+    UNIFORM_GROUPS,
     ReportConfig,
     accuracy_table,
     read_loss_curves,
@@ -149,15 +150,19 @@ def test_a_loss_file_of_the_wrong_shape_is_named(tmp_path):
 
 
 
-def test_reward_curves_draw_each_reward_the_stage_used(tmp_path):
+def test_reward_curves_draw_each_reward_the_stage_used_and_uniform_groups_beside(tmp_path):
     base = tmp_path / "dvclive/grpo/plots/metrics"
     write_tsv(base / "reward.tsv", "reward", [(0, 0.25), (1, 0.5)])
     write_tsv(base / "rewards/accuracy/mean.tsv", "mean", [(0, 0.25), (1, 0.5)])
+    write_tsv(base / "frac_reward_zero_std.tsv", "frac_reward_zero_std", [(0, 0.4), (1, 0.3)])
     curves = read_reward_curves({"grpo": str(tmp_path / "dvclive/grpo")})
-    assert curves == {"grpo": {"reward": [(0.0, 0.25), (1.0, 0.5)], "accuracy": [(0.0, 0.25), (1.0, 0.5)]}}
+    assert curves == {"grpo": {"reward": [(0.0, 0.25), (1.0, 0.5)], "accuracy": [(0.0, 0.25), (1.0, 0.5)],
+                               UNIFORM_GROUPS: [(0.0, 0.4), (1.0, 0.3)]}}
     plotting.setup()
-    fig = plotting.reward_curves(curves)
-    assert fig.axes[0].get_xlabel() == "step" and len(fig.axes[0].get_lines()) == 2
+    fig = plotting.reward_curves(curves, UNIFORM_GROUPS)
+    rewards, shares = fig.axes
+    assert rewards.get_xlabel() == "step" and [line.get_label() for line in rewards.get_lines()] == ["reward", "accuracy"]
+    assert [list(line.get_ydata()) for line in shares.get_lines()] == [[0.4, 0.3]]
 
 
 def test_an_rl_stage_without_its_reward_log_is_named(tmp_path):

@@ -1,20 +1,24 @@
-"""make report's page draws its charts with no network: Vega inlined from pinned npm tarballs."""
+"""make report's page opens with the results and draws its charts with no network (Vega inlined from
+pinned npm tarballs)."""
 
 from __future__ import annotations
 
+import base64
 import io
 import re
 import tarfile
+from pathlib import Path
 
 import pytest
 from dvc_render.vega import VegaRenderer
 
-from mathpipe.errors import PipelineError
+from mathpipe.errors import DataError, PipelineError
 from mathpipe.evaluation.report_page import (
     BUNDLES,
     Bundle,
     integrity_of,
     offline_template,
+    page_sections,
     script_from_tarball,
     write_template,
 )
@@ -79,3 +83,50 @@ def test_dvc_plots_show_with_the_template_draws_every_chart_offline_and_the_cdn_
     run(["dvc", "plots", "show", "loss.tsv", "reward.tsv", "-o", "cdn"], repo)
     assert charts_drawn(repo / "offline/index.html") == (2, 2)
     assert charts_drawn(repo / "cdn/index.html") == (0, 2)  # DVC's own page, Vega from a CDN: blank here
+
+
+REPORT = """| model | gsm8k (n=4) |
+|---|---:|
+| sft | 50.0% (15.0–85.0) |
+
+**Did each stage help?** Each model against the one it was trained from.
+
+| model | against | verdict |
+|---|---|---|
+| grpo | sft | **better** |
+
+**sft**
+
+| figure | value |
+|---|---:|
+| eval loss | 0.109 |
+"""
+
+
+def png(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + path.stem.encode())
+    return path
+
+
+def test_the_page_opens_with_the_results_then_the_accuracy_chart_then_the_verdicts_and_figures(tmp_path):
+    for stem in ("attention_gsm8k_last", "training_curves", "accuracy", "reward_curves"):
+        png(tmp_path / f"{stem}.png")
+    above, below = page_sections(REPORT, tmp_path)
+    order = [above.index(needle) for needle in (
+        "<td>sft</td>", base64.b64encode(b"\x89PNG\r\n\x1a\naccuracy").decode(), "Did each stage help?",
+        "<strong>better</strong>", 'alt="training_curves"', 'alt="reward_curves"', 'alt="attention_gsm8k_last"')]
+    assert order == sorted(order)
+    assert "eval loss" not in above and "<details" in below and "eval loss" in below  # stage figures: folded, last
+    page = offline_template(["var a = 1;"], above, below)
+    assert page.index("Did each stage help?") < page.index("{plot_divs}") < page.index("eval loss")
+
+
+def test_a_page_before_any_report_says_how_to_get_one(tmp_path):
+    above, below = page_sections(None, tmp_path)
+    assert "make report" in above and below == ""
+
+
+def test_a_report_without_its_results_table_is_named():
+    with pytest.raises(DataError, match="no results table"):
+        page_sections("**sft**\n", None)

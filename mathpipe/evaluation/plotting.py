@@ -273,6 +273,23 @@ def training_curves(curves: dict[str, dict[str, list[tuple[float, float]]]]):
     return curve_panels(curves, "epoch", "loss", "Training loss (DVCLive): train, and eval on the held-out split")
 
 
-def reward_curves(curves: dict[str, dict[str, list[tuple[float, float]]]]):
-    """Each RL stage's mean reward per step (the total, and each reward function's part)."""
-    return curve_panels(curves, "step", "mean reward", "RL reward per step (DVCLive): mean over the step's completions")
+def reward_curves(curves: dict[str, dict[str, list[tuple[float, float]]]], share_series: str):
+    """Each RL stage's mean reward per step (the total, and each reward function's part) and, on a
+    panel beside it, `share_series`: the share of its groups whose completions all got one reward."""
+    fig, axes = plt.subplots(1, 2 * len(curves), squeeze=False, figsize=(4.4 * 2 * len(curves), 3.4),
+                             layout="constrained")
+    panels = iter(axes.flat)
+    for stage, series in curves.items():
+        rewards, shares = next(panels), next(panels)
+        for name, points in series.items():
+            ax = shares if name == share_series else rewards
+            xs, ys = zip(*points) if points else ((), ())
+            ax.plot(xs, ys, marker="o" if len(points) < 8 else None, markersize=3, label=name)
+        rewards.set(title=f"{stage}: reward", xlabel="step", ylabel="mean reward")
+        shares.set(title=f"{stage}: groups with one reward for all completions", xlabel="step",
+                   ylabel="share of the step's groups", ylim=(-0.02, 1.02))
+        for ax in (rewards, shares):
+            ax.grid(alpha=0.3)
+        rewards.legend(frameon=False)
+    fig.suptitle("RL per step (DVCLive): mean reward, and groups with no advantage")
+    return fig

@@ -17,6 +17,7 @@ file or key stops with an error naming it.
 from __future__ import annotations
 
 import csv
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -284,6 +285,24 @@ def render_markdown(table: list[dict], stages: dict[str, list[dict]], costs: dic
     return "\n".join(lines) + "\n"
 
 
+STAGE_HEADING = re.compile(r"^\*\*[a-z_]+\*\*$")  # "**sft**": where render_markdown's per-stage figures begin
+
+
+def split_report(markdown: str) -> tuple[str, str]:
+    """(results, stage figures): the report's top (every model on every benchmark, then the paired
+    comparisons of each model with the one it was trained from) and the rest (each stage's figures)."""
+    lines = markdown.strip().splitlines()
+    if len(lines) < 3 or not all(line.startswith("|") for line in lines[:3]):
+        raise DataError("metrics/report.md: no results table at its top (run `make report`)")
+    cut = next((i for i, line in enumerate(lines) if STAGE_HEADING.match(line)), len(lines))
+    return "\n".join(lines[:cut]).rstrip(), "\n".join(lines[cut:]).strip()
+
+
+def results_part(markdown: str) -> str:
+    """The report's top: what README.md and the report page lead with."""
+    return split_report(markdown)[0]
+
+
 def _read_series(path: Path, column: str) -> list[tuple[float, float]]:
     with path.open(encoding="utf-8", newline="") as f:
         reader = csv.DictReader(f, delimiter="\t")
@@ -312,14 +331,16 @@ def read_loss_curves(curves: dict[str, str]) -> dict[str, dict[str, list[tuple[f
     return out
 
 
-# GRPOTrainer's per-step logs (DVCLive names): the total reward and each reward function's mean.
+UNIFORM_GROUPS = "uniform groups"  # drawn on a panel of its own: a share of groups, not a reward
+# GRPOTrainer's per-step logs (DVCLive names): the total reward and each reward function's mean, and
+# the share of groups whose completions all got the same reward (they teach nothing: zero advantage).
 REWARD_SERIES = {"reward": "reward.tsv", "accuracy": "rewards/accuracy/mean.tsv", "format": "rewards/format/mean.tsv",
-                 "overlong": "rewards/overlong/mean.tsv"}
+                 "overlong": "rewards/overlong/mean.tsv", UNIFORM_GROUPS: "frac_reward_zero_std.tsv"}
 
 
 def read_reward_curves(curves: dict[str, str]) -> dict[str, dict[str, list[tuple[float, float]]]]:
-    """{stage: {"reward": [(step, mean reward)], "accuracy": [...], ...}} from each RL stage's DVCLive
-    folder; a reward the stage did not use has no file and no series."""
+    """{stage: {"reward": [(step, mean reward)], "accuracy": [...], ..., "uniform groups": [...]}} from
+    each RL stage's DVCLive folder; a reward the stage did not use has no file and no series."""
     out = {}
     for stage, folder in curves.items():
         base = Path(folder) / "plots" / "metrics"
@@ -378,7 +399,7 @@ def write_report(cfg: ReportConfig, params: dict, models: list[str], benchmarks:
         if curves:
             plotting.save_figure(plotting.training_curves(curves), out, "training_curves", cfg.dpi)
         if rewards:
-            plotting.save_figure(plotting.reward_curves(rewards), out, "reward_curves", cfg.dpi)
+            plotting.save_figure(plotting.reward_curves(rewards, UNIFORM_GROUPS), out, "reward_curves", cfg.dpi)
         for figure in figures:  # the SVG beside each PNG comes along
             for fmt in ("png", "svg"):
                 shutil.copyfile(figure.parent.parent / fmt / f"{figure.stem}.{fmt}",

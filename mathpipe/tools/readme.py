@@ -9,28 +9,13 @@ produce. tests/test_readme.py fails when the two differ.
 
 from __future__ import annotations
 
-import re
 import sys
 from pathlib import Path
 
 from mathpipe.errors import DataError
+from mathpipe.evaluation.report import results_part
 
-STAGE_HEADING = re.compile(r"^\*\*[a-z_]+\*\*$")  # "**sft**": where the report's per-stage figures begin
 BEGIN, END = "<!-- results: copied from metrics/report.md by `make report` -->", "<!-- end of results -->"
-
-
-def accuracy_table(report_markdown: str) -> str:
-    """The top of the report: every model on every benchmark, then the paired comparisons of each
-    model with the one it was trained from (everything before the first stage's own figures)."""
-    lines = report_markdown.strip().splitlines()
-    if len(lines) < 3 or not all(line.startswith("|") for line in lines[:3]):
-        raise DataError("metrics/report.md: no results table at its top (run `make report`)")
-    top = []
-    for line in lines:
-        if STAGE_HEADING.match(line):
-            break
-        top.append(line)
-    return "\n".join(top).rstrip()
 
 
 def with_results(readme: str, table: str) -> str:
@@ -44,7 +29,7 @@ def with_results(readme: str, table: str) -> str:
 def main(readme: str = "README.md", report: str = "metrics/report.md") -> int:
     path = Path(readme)
     text = path.read_text(encoding="utf-8")
-    updated = with_results(text, accuracy_table(Path(report).read_text(encoding="utf-8")))
+    updated = with_results(text, results_part(Path(report).read_text(encoding="utf-8")))
     if updated != text:
         path.write_text(updated, encoding="utf-8")
         print(f"{readme}: results table updated from {report}")
