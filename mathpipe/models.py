@@ -21,11 +21,28 @@ ORIGIN_FILE = "mathpipe.json"  # written next to each model by the stage that ma
 DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES}
 
 
-def require_model_dir(path: str | Path) -> Path:
+SAFETENSORS_INDEX = "model.safetensors.index.json"
+PICKLED_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+def require_model_dir(path: str | Path, key: str | None = None, weights: bool = True) -> Path:
+    """`path` as a model folder written by save_pretrained, with its weights in safetensors (unless
+    weights=False: a tokenizer or config is all that is read). `key` names the parameter that gave
+    the path, in the error."""
     path = Path(path)
+    named = f"{key}: " if key else ""
     if not (path / "config.json").is_file():
         what = "does not exist" if not path.exists() else "has no config.json"
-        raise PipelineError(f"model not found: {path} {what} (expected a folder written by save_pretrained)")
+        raise PipelineError(f"{named}model not found: {path} {what} (expected a folder written by save_pretrained)")
+    if weights and not (any(path.glob("*.safetensors")) or (path / SAFETENSORS_INDEX).is_file()):
+        pickled = [name for name in PICKLED_WEIGHTS if (path / name).is_file()]
+        if pickled:
+            raise PipelineError(
+                f"{named}{path} holds only pickled weights ({pickled[0]}); the pipeline loads safetensors only, "
+                "since unpickling can run code: convert it once with transformers "
+                "(AutoModel*.from_pretrained(path).save_pretrained(path, safe_serialization=True)) "
+                "or use the Hub's safetensors revision")
+        raise PipelineError(f"{named}{path} has no weights (*.safetensors or {SAFETENSORS_INDEX})")
     return path
 
 
@@ -45,7 +62,8 @@ def default_device() -> str:
 def load_tokenizer(path: str | Path, trust_remote_code: bool = False, padding_side: str = "left"):
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(require_model_dir(path), trust_remote_code=trust_remote_code)
+    folder = require_model_dir(path, weights=False)
+    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
     tokenizer.padding_side = padding_side
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

@@ -22,7 +22,7 @@ log = logging.getLogger("stages.dpo")
 def main() -> None:
     cfg = load_section("dpo", DPOStageConfig)
     prompt = load_section("prompt", PromptConfig)
-    enter_launch(cfg.launch, "stages.dpo", "dpo.launch")
+    enter_launch(cfg.launch, "stages.dpo", "dpo.launch", cfg.ddp_timeout())
     summary = run_dpo(cfg, chat_template_kwargs=prompt.chat_template_kwargs)
     if not is_main_process():
         return

@@ -22,7 +22,7 @@ log = logging.getLogger("stages.grpo")
 def main() -> None:
     cfg = load_section("grpo", GRPOStageConfig)
     prompt = load_section("prompt", PromptConfig)
-    enter_launch(cfg.launch, "stages.grpo", "grpo.launch")
+    enter_launch(cfg.launch, "stages.grpo", "grpo.launch", cfg.ddp_timeout())
     summary = run_grpo(cfg, chat_template_kwargs=prompt.chat_template_kwargs)
     if not is_main_process():
         return

@@ -23,7 +23,7 @@ log = logging.getLogger("stages.reward_model")
 def main() -> None:
     cfg = load_section("reward_model", RewardStageConfig)
     prompt = load_section("prompt", PromptConfig)
-    enter_launch(cfg.launch, "stages.reward_model", "reward_model.launch")
+    enter_launch(cfg.launch, "stages.reward_model", "reward_model.launch", cfg.ddp_timeout())
     summary = run_reward_model(cfg, chat_template_kwargs=prompt.chat_template_kwargs)
     if not is_main_process():
         return

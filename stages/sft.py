@@ -28,7 +28,7 @@ def main() -> None:
     section = parser.parse_args().section
     cfg = load_section(section, SFTStageConfig)
     prompt = load_section("prompt", PromptConfig)
-    enter_launch(cfg.launch, "stages.sft", f"{section}.launch")
+    enter_launch(cfg.launch, "stages.sft", f"{section}.launch", cfg.ddp_timeout())
     summary = run_sft(cfg, prefix=section, chat_template_kwargs=prompt.chat_template_kwargs)
     if not is_main_process():
         return

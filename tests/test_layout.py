@@ -77,7 +77,7 @@ def test_no_private_name_is_imported_from_another_module():
 # The rule: the top of the package is the ground every stage stands on (GROUND); every other module
 # lives in the subpackage of its concern. Layers import downwards or sideways, never upwards: the ground
 # knows no subpackage, data and generation know no trainer, training and evaluation know no tool.
-GROUND = {"cli", "config", "errors", "io", "prompts", "answers", "hub", "models"}
+GROUND = {"cli", "config", "errors", "io", "prompts", "answers", "hub", "models", "devices"}
 LAYERS = {"ground": 0, "data": 1, "generation": 1, "training": 2, "evaluation": 2, "tools": 3}
 # A stage served by a library module of another name, and why.
 STAGE_MODULES = {"attention_compare": "attention"}  # one module draws a model's maps and their comparison

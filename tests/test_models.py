@@ -293,3 +293,47 @@ def test_a_base_model_without_a_chat_template_gets_the_one_params_name(tiny_mode
     assert rendered == f"Question: {prompts.user_message('What is 2 + 3?')}\nAnswer:"
     with pytest.raises(ConfigError, match=r"base_model\.chat_template: file not found"):
         param_config(BaseModelConfig, "base_model", chat_template=str(tmp_path / "nope.jinja"))
+
+
+def pickled_model(tiny_model_dir, dest):
+    """The tiny model as `save_pretrained(safe_serialization=False)` writes it: pytorch_model.bin only."""
+    import shutil
+
+    shutil.copytree(tiny_model_dir, dest)
+    for weights in dest.glob("*.safetensors"):
+        weights.unlink()
+    torch.save({}, dest / "pytorch_model.bin")
+    return dest
+
+
+def test_a_folder_of_pickled_weights_is_refused_naming_the_key(tiny_model_dir, tmp_path):
+    from mathpipe.models import require_model_dir
+
+    folder = pickled_model(tiny_model_dir, tmp_path / "pickled")
+    with pytest.raises(PipelineError, match=r"^dpo.model: .*pickled holds only pickled weights \(pytorch_model.bin\); "
+                                            r"the pipeline loads safetensors only"):
+        require_model_dir(folder, "dpo.model")
+    assert require_model_dir(folder, "dpo.model", weights=False) == folder  # its tokenizer and config are fine
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "config.json").write_text("{}")
+    with pytest.raises(PipelineError, match=r"^evaluate.models \(x\): .*empty has no weights"):
+        require_model_dir(tmp_path / "empty", "evaluate.models (x)")
+
+
+def test_a_stage_given_pickled_weights_exits_2_with_the_named_error(tiny_model_dir, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    from tests.params import params_with
+
+    folder = pickled_model(tiny_model_dir, tmp_path / "pickled")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params_with({"sft": {"model": str(folder)}})))
+    done = subprocess.run([sys.executable, "-m", "stages.sft"], cwd=tmp_path, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
+    assert done.returncode == 2, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and errors[0].startswith("error: sft.model: ") and "pytorch_model.bin" in errors[0]
+    assert "Traceback" not in done.stderr

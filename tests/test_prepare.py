@@ -24,6 +24,7 @@ from mathpipe.data import readers
 from mathpipe.data.prepare import (
     FILTER_ORDER,
     PrepareConfig,
+    TokenCounter,
     is_validation,
     normalise_problem,
     resolve_inputs,
@@ -325,6 +326,25 @@ def test_max_tokens_filters_long_rows(prepared, prepare_config, tiny_tokenizer, 
         n = len(tiny_tokenizer.apply_chat_template(r["messages"], tokenize=True, return_dict=True)["input_ids"])
         assert n <= limit
     assert small["pairs"]["dropped_max_tokens"] > 0
+
+
+def test_max_prompt_tokens_drops_problems_whose_prompt_alone_is_longer(prepared, prepare_config, tiny_tokenizer,
+                                                                      tmp_path):
+    """What bounds the pairs rejection sampling builds on a problem: its prompt + up to max_new_tokens."""
+    _, summary, _, files = prepared
+    count = TokenCounter(tiny_tokenizer)
+    prompts_of = lambda rows: [r["messages"][:-1] for r in rows]  # noqa: E731  the turns before the answer
+    lengths = sorted(count(prompts_of(files["sft_train.jsonl"] + files["sft_val.jsonl"])))
+    limit = lengths[len(lengths) // 2]
+    small = prepare(prepare_config(tmp_path / "p", filters={"max_prompt_tokens": limit}))
+    kept = read_jsonl(tmp_path / "p/sft_train.jsonl") + read_jsonl(tmp_path / "p/sft_val.jsonl")
+    assert kept and max(count(prompts_of(kept))) <= limit
+    counts = small["openr1"]
+    assert counts["after_contaminated"] == summary["openr1"]["after_contaminated"]
+    assert counts["after_prompt_tokens"] < counts["after_contaminated"]  # dropped, and counted
+    assert summary["openr1"]["after_prompt_tokens"] == summary["openr1"]["after_contaminated"]  # 256: none dropped
+    with pytest.raises(ConfigError, match=r"prepare.filters.max_prompt_tokens: must be null or an integer > 0"):
+        prepare_config(tmp_path / "q", filters={"max_prompt_tokens": 0})
 
 
 def test_filters_off_take_any_trace(prepared, prepare_config, sample_dir, tmp_path):

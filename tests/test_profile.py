@@ -78,6 +78,10 @@ def test_the_qwen3_profile_passes_the_dry_run_without_a_download(capsys, monkeyp
     assert "attention.layers: [0, 14, 27] of 28" in out
     assert "parameters: 0.60 B" in out
     assert "sft.lora: targets down_proj, gate_proj, k_proj, o_proj, q_proj, up_proj, v_proj" in out
+    grpo = re.search(r"grpo: ~(\d+) GiB per GPU for training \+ (\d+) GiB for its colocated vLLM engine "
+                     r"\(vllm_gpu_memory_utilization 0.3\), ~(\d+) GiB in all", out)
+    assert grpo and int(grpo.group(2)) == 24 and int(grpo.group(3)) >= int(grpo.group(1)) + 23, out  # 0.3 x 80 GB
+    assert "64,000 completions over 250 steps" in out  # 16 per GPU x 2 accumulation x 8 GPUs x 250
     if SHARED.is_dir():  # the real test sets, read with the pipeline's readers
         assert "gsm8k_test: local copy" in out and "1,319 rows" in out and "1,098 rows" in out
 
@@ -103,6 +107,11 @@ def write_profile(tmp_path: Path, edit) -> str:
      r"evaluate.generation.max_new_tokens: 8192 leaves no room for the prompt"),
     (lambda p: p["dpo"]["train"].update(max_length=4096),
      r"dpo.train.max_length: 4096 cannot hold a prompt and an answer of rejection_sampling.generation.max_new_tokens"),
+    (lambda p: p["prepare"]["filters"].update(max_prompt_tokens=None),
+     r"dpo.train.max_length: 4608 cannot hold a prompt of up to 4096 tokens \(prepare.filters.max_tokens, with "
+     r"prepare.filters.max_prompt_tokens null\)"),
+    (lambda p: p["prepare"]["filters"].update(max_prompt_tokens=1024),
+     r"dpo.train.max_length: 4608 cannot hold a prompt of up to 1024 tokens \(prepare.filters.max_prompt_tokens\)"),
     (lambda p: p["reward_model"]["train"].update(max_length=2048),
      r"reward_model.train.max_length: 2048 is shorter than the pairs prepare keeps"),
     (lambda p: p["sft"]["launch"].update(config_file="configs/accelerate/nope.yaml"),
@@ -243,3 +252,18 @@ def test_an_evaluation_only_profile_runs_only_its_stages(monkeypatch):
     assert "base_model.chat_template=\"configs/chat_templates/question_answer.jinja\"" in started["command"]
     with pytest.raises(ConfigError, match=r"stages: evaluat@base is not a stage of dvc.yaml"):
         run_profile.stage_targets({"stages": ["evaluat@base"]})
+
+
+@pytest.mark.parametrize("profile", ["qwen3-0.6b", "qwen3-4b", "deepseek-math-7b-eval"])
+def test_every_vllm_engine_of_a_gpu_profile_uses_every_gpu_it_plans_for(monkeypatch, profile):
+    """One engine on one of 8 GPUs would evaluate five models while 7 GPUs sit idle."""
+    monkeypatch.chdir(ROOT)
+    sections = load_profile(profile)
+    gpus = sections.pop("dry_run")["gpus"]
+    sections.pop("stages", None)
+    params = merge(load_params(ROOT / "params.yaml"), sections)
+    engines = {f"{section}.engine": params[section]["engine"] for section in ("rejection_sampling", "evaluate")
+               if params[section]["engine"]["backend"] == "vllm"}
+    assert "evaluate.engine" in engines
+    for key, engine in engines.items():
+        assert engine["data_parallel_size"] * engine["tensor_parallel_size"] == gpus, (key, engine, gpus)

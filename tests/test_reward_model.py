@@ -34,6 +34,46 @@ def test_reward_model_trains_merges_and_scores_text(tmp_path, tiny_model_dir, pr
     assert scores == scorer.score(["What is 2 + 3?"] * 2, ["The answer is \\boxed{5}.", "It is 6."])
 
 
+def test_a_bf16_reward_model_trains_its_score_head_in_float32(tmp_path, tiny_model_dir, prepared):
+    from mathpipe.training.reward_model import RewardStageConfig, run_reward_model
+
+    cfg = param_config(RewardStageConfig, "reward_model", **{
+        "model": str(tiny_model_dir), "train_file": str(prepared / "pairs_train.jsonl"),
+        "val_file": str(prepared / "pairs_val.jsonl"), "max_train_samples": 4, "max_val_samples": 2,
+        "out_dir": str(tmp_path / "reward"), "checkpoint_dir": str(tmp_path / "ckpt"), "dtype": "bfloat16",
+        "live_dir": str(tmp_path / "live"), "lora": LORA, "train": PAIR_TRAIN, "likelihood_baseline": False,
+    })
+    summary = run_reward_model(cfg)
+    assert summary["trainable_dtype"] == "float32" and summary["pairs_too_long"] == 0
+
+
+def test_every_process_saves_the_reward_model_so_sharded_weights_are_gathered(tmp_path, tiny_model_dir, prepared,
+                                                                             monkeypatch):
+    """Under FSDP or ZeRO-3 trainer.save_model is a collective: a process that skipped it would leave
+    the main one waiting, or saving its own shard."""
+    from types import SimpleNamespace
+
+    from mathpipe.training import reward_model, trainer
+
+    saved = []
+    import torch
+
+    worker = SimpleNamespace(is_main_process=False, num_processes=2, wait_for_everyone=lambda: None,
+                             device=torch.device("cpu"))
+    monkeypatch.setattr(trainer, "run_trainer", lambda *a, **k: SimpleNamespace(trainer="the trainer", peft_config=None))
+    monkeypatch.setattr(trainer, "distributed_state", lambda *a: worker)
+    monkeypatch.setattr(trainer, "save_trained", lambda run_trainer, tokenizer, out: saved.append((run_trainer, out)))
+    cfg = param_config(reward_model.RewardStageConfig, "reward_model", **{
+        "model": str(tiny_model_dir), "train_file": str(prepared / "pairs_train.jsonl"),
+        "val_file": str(prepared / "pairs_val.jsonl"), "max_train_samples": 4, "max_val_samples": 2,
+        "out_dir": str(tmp_path / "reward"), "checkpoint_dir": str(tmp_path / "ckpt"),
+        "live_dir": str(tmp_path / "live"), "lora": LORA, "train": PAIR_TRAIN,
+    })
+    assert reward_model.run_reward_model(cfg) == {"processes": 2}
+    assert saved == [("the trainer", tmp_path / "ckpt" / "trained")]
+    assert not (tmp_path / "reward").exists()  # the main process writes the model
+
+
 def test_likelihood_baseline_is_the_models_own_loss_on_the_answer_tokens(tiny_model_dir):
     import torch
 

@@ -104,7 +104,7 @@ def test_checkpoints_of_another_configuration_are_not_resumed(tmp_path):
 
 
 @pytest.mark.parametrize("stage", ["dpo", "reward_model"])
-def test_a_max_length_that_would_cut_answers_stops_before_training(tmp_path, tiny_model_dir, prepared, stage):
+def test_a_max_length_that_no_pair_fits_stops_before_training(tmp_path, tiny_model_dir, prepared, stage):
     """Truncation would cut the answer's end and EOS, the tokens that tell chosen from rejected."""
     from mathpipe.training.dpo import DPOStageConfig, run_dpo
     from mathpipe.training.reward_model import RewardStageConfig, run_reward_model
@@ -118,10 +118,57 @@ def test_a_max_length_that_would_cut_answers_stops_before_training(tmp_path, tin
                                                                    "val_files": files["val_file"]}}), run_dpo
     else:
         cfg, run = param_config(RewardStageConfig, stage, **{**common, **files}), run_reward_model
-    with pytest.raises(ConfigError, match=rf"^{stage}\.train\.max_length: 32 tokens would cut \d+ of 20 sequences"
+    with pytest.raises(ConfigError, match=rf"^{stage}\.train\.max_length: 32 tokens fit none of the 8 training pairs"
                                           r".*rejection_sampling\.generation\.max_new_tokens"):
         run(cfg)
     assert not (tmp_path / "out").exists() and not (tmp_path / "ckpt").exists()
+
+
+def test_a_pair_too_long_for_max_length_is_left_out_and_counted_not_cut(tiny_model_dir, caplog):
+    from mathpipe.models import load_tokenizer
+    from mathpipe.training.trainer import pairs_that_fit
+
+    tokenizer = load_tokenizer(tiny_model_dir, padding_side="right")
+
+    def pair(question, rejected):
+        return {"prompt": [{"role": "user", "content": question}],
+                "chosen": [{"role": "assistant", "content": "\\boxed{5}"}],
+                "rejected": [{"role": "assistant", "content": rejected}]}
+
+    rows = [pair("What is 2 + 3?", "6"), pair("What is 1 + 4?", "7 " * 300), pair("What is 5 + 0?", "4")]
+    fitted = pairs_that_fit(tokenizer, rows, 128, "dpo.train.max_length")
+    assert fitted.rows == [rows[0], rows[2]] and fitted.dropped == 1 and 0 < fitted.longest <= 128
+    assert "dpo.train.max_length: 1 of 3 pairs are longer than 128 tokens" in caplog.text
+    assert pairs_that_fit(tokenizer, [], 128, "dpo.train.max_length").rows == []  # no held-out pairs: none to fit
+
+
+def test_a_bf16_adamw_step_at_a_reward_model_learning_rate_is_lost_unless_the_weight_is_float32():
+    """Why trainable parameters are upcast: an update below half a bf16 ulp rounds to nothing."""
+    import torch
+
+    weight = torch.full((64,), 2.0 ** -5, dtype=torch.bfloat16)
+    for trained in (torch.nn.Parameter(weight.clone()), torch.nn.Parameter(weight.float())):
+        optimizer = torch.optim.AdamW([trained], lr=5e-5, weight_decay=0.0)
+        trained.grad = torch.ones_like(trained)
+        optimizer.step()
+        assert (not torch.equal(trained.detach().float(), weight.float())) == (trained.dtype == torch.float32)
+
+
+def test_a_bf16_models_trainable_parameters_train_in_float32_and_the_frozen_stay_bf16(tiny_model_dir):
+    """The reward model's new score head is a PEFT modules_to_save, which PEFT does not upcast."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForSequenceClassification
+
+    from mathpipe.training.trainer import trainable_dtype, trainable_in_float32
+
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=1, dtype=torch.bfloat16)
+    model = get_peft_model(model, LoraConfig(task_type="SEQ_CLS", r=4, target_modules=["q_proj"]))
+    assert "bfloat16" in trainable_dtype(model)  # the score head, as PEFT leaves it
+    cast = trainable_in_float32(model)
+    assert cast and all("score" in name for name in cast)
+    assert trainable_dtype(model) == "float32"
+    assert {p.dtype for p in model.parameters() if not p.requires_grad} == {torch.bfloat16}
 
 
 def test_dvclive_in_an_empty_git_repository_is_a_clear_error(tmp_path, monkeypatch):

@@ -52,10 +52,16 @@ class Filters:
     require_complete: bool  # ... whose reasoning is complete (closed </think>)
     require_finish_stop: bool  # ... that finished with "stop" (a null finish_reasons passes)
     max_tokens: int  # prompt + response, in tokens of the base model's tokenizer
+    # the prompt alone (the problem in its chat turn): what bounds the pairs rejection sampling builds
+    # on it (prompt + up to max_new_tokens) for DPO's max_length; null: no bound beyond max_tokens
+    max_prompt_tokens: int | None
 
     def validate(self, prefix: str) -> None:
         check(self.min_correctness_count >= 0, f"{prefix}.min_correctness_count", "must be >= 0")
         check_positive(self.max_tokens, f"{prefix}.max_tokens")
+        bound = self.max_prompt_tokens
+        check(bound is None or (isinstance(bound, int) and bound > 0), f"{prefix}.max_prompt_tokens",
+              f"must be null or an integer > 0, got {bound!r}")
 
 
 @dataclass(kw_only=True)
@@ -366,11 +372,17 @@ class _Collector:
             {"role": "assistant", "content": output}]
         target_lengths = iter(self.count_tokens([conversation(c, t) for c in candidates for t in c.targets]))
         rejected_lengths = iter(self.count_tokens([conversation(c, r) for c in candidates for r in c.rejected]))
-        for c in candidates:
+        prompt_limit = self.cfg.filters.max_prompt_tokens
+        prompt_lengths = (self.count_tokens([prompts.messages(c.problem, template) for c in candidates])
+                          if prompt_limit is not None else [0] * len(candidates))
+        for c, prompt_length in zip(candidates, prompt_lengths):
             lengths = [next(target_lengths) for _ in c.targets]
             rejected = [(r, next(rejected_lengths)) for r in c.rejected]
             if self.is_contaminated(c.problem) and self.cfg.decontamination.action == "drop":
                 counts["dropped_contaminated"] += 1
+                continue
+            if prompt_limit is not None and prompt_length > prompt_limit:
+                counts["dropped_prompt_tokens"] += 1
                 continue
             fitting = sorted((n, k) for k, n in enumerate(lengths) if n <= limit)  # shortest first, then order
             if not fitting:
@@ -539,7 +551,7 @@ def eval_rows(benchmark: str, paths: list[Path]) -> list[dict]:
 
 
 FILTER_ORDER = ("empty_problem", "min_correctness_count", "correct", "complete", "finish_stop", "contaminated",
-                "max_tokens", "duplicate")
+                "prompt_tokens", "max_tokens", "duplicate")
 TRACE_COUNTS = ("read", "correct_by_both", "correct_by_math_verify_only", "correct_by_llama_only",
                 "wrong_by_every_judge", "no_verdict")
 

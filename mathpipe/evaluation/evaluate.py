@@ -16,7 +16,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from mathpipe import answers, prompts
 from mathpipe.config import check, check_positive
@@ -34,12 +34,17 @@ class SampledEvaluation:
     benchmarks: list[Literal["gsm8k", "cmath", "math"]]
     max_samples: int | None  # the first N questions of each benchmark (null: all)
     generation: GenerationSettings
+    engine: dict[str, Any]  # keys of evaluate.engine changed for this evaluation ({}: the same engine)
     subdir: str  # under predictions_dir and metrics_dir
 
     def validate(self, prefix: str) -> None:
         if self.max_samples is not None:
             check_positive(self.max_samples, f"{prefix}.max_samples")
         check(self.generation.n > 1, f"{prefix}.generation.n", "a sampled evaluation needs n > 1 answers per question")
+        known = {f.name for f in dataclasses.fields(EngineSettings)}
+        for key in self.engine:
+            check(key in known, f"{prefix}.engine.{key}",
+                  f"not a key of evaluate.engine (known: {', '.join(sorted(known))})")
 
 
 @dataclass(kw_only=True)
@@ -67,8 +72,11 @@ def sampled_view(cfg: EvaluateConfig) -> EvaluateConfig:
     """The evaluation as `evaluate.sampled` runs it: its models, benchmarks, questions and
     generation settings, its files under <predictions_dir>/<subdir> and <metrics_dir>/<subdir>."""
     s = cfg.sampled
+    engine = dataclasses.replace(cfg.engine, **s.engine)
+    engine.validate("evaluate.sampled.engine")
     return dataclasses.replace(cfg, models=s.models, benchmarks=s.benchmarks, max_samples=s.max_samples,
-                               generation=s.generation, predictions_dir=str(Path(cfg.predictions_dir) / s.subdir),
+                               generation=s.generation, engine=engine,
+                               predictions_dir=str(Path(cfg.predictions_dir) / s.subdir),
                                metrics_dir=str(Path(cfg.metrics_dir) / s.subdir))
 
 
@@ -108,7 +116,7 @@ def evaluate_model(cfg: EvaluateConfig, model: str, names: list[str],
     metrics carry the configuration that produced them (`config`)."""
     from mathpipe.models import read_origin, require_model_dir
 
-    model_dir = require_model_dir(Path(cfg.models_dir) / model)
+    model_dir = require_model_dir(Path(cfg.models_dir) / model, f"evaluate.models ({model})")
     benchmarks = read_benchmarks(cfg, names)
     generator = make_generator(str(model_dir), cfg.engine)
     try:

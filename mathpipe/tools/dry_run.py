@@ -60,6 +60,16 @@ def check_pair_lengths(configs: dict) -> str:
         if dpo_length <= answers:
             raise ConfigError(f"dpo.train.max_length: {dpo_length} cannot hold a prompt and an answer of "
                               f"rejection_sampling.generation.max_new_tokens ({answers}) tokens")
+        if Path(prepare.out_dir) in Path(rejection.prompts_file).parents:  # prompts from prepare: bounded there
+            bounded = prepare.filters.max_prompt_tokens is not None
+            prompt = prepare.filters.max_prompt_tokens if bounded else prepare.filters.max_tokens
+            if dpo_length < prompt + answers:
+                bound = ("prepare.filters.max_prompt_tokens" if bounded else
+                         "prepare.filters.max_tokens, with prepare.filters.max_prompt_tokens null")
+                raise ConfigError(f"dpo.train.max_length: {dpo_length} cannot hold a prompt of up to {prompt} tokens "
+                                  f"({bound}) and an answer of rejection_sampling.generation.max_new_tokens "
+                                  f"({answers}): DPO would leave such pairs out; lower the prompt bound or raise "
+                                  "max_length")
     reward = configs["reward_model"]
     if Path(prepare.out_dir) in Path(reward.train_file).parents and prepare.filters.max_tokens is not None:
         if reward_length < prepare.filters.max_tokens:
@@ -237,14 +247,14 @@ def estimate(configs: dict, cfg, causal, settings: DryRunSettings) -> list[str]:
     rows = [f"parameters: {params / 1e9:.2f} B; bf16 weights {params * 2 / GIB:.1f} GiB; "
             f"KV cache {kv_bytes_per_token / 1024:.0f} KiB per token"]
 
-    def train_memory(name: str, sequences_per_example: int) -> tuple[float, int]:
+    def train_memory(name: str, sequences_per_example: int, length: int | None = None) -> tuple[float, int]:
         c, args = configs[name], trainer_arguments(configs, name)
         from mathpipe.training.trainer import lora_config
 
         lora = lora_config(causal, c.lora, f"{name}.lora")
         trainable = lora_parameters(causal, lora) if lora else params
         batch = args.per_device_train_batch_size * sequences_per_example * (2 if name == "dpo" else 1)  # + reference
-        length = args.max_length
+        length = length or args.max_length
         width = 4 if c.dtype == "float32" else 2  # bytes per value: fp32 (a CPU run) or bf16
         weights = params * width + trainable * 16  # trainable: weight + grad + fp32 Adam m, v, master
         checkpointed = args.gradient_checkpointing
@@ -272,6 +282,7 @@ def estimate(configs: dict, cfg, causal, settings: DryRunSettings) -> list[str]:
         flag = "" if memory <= settings.gpu_memory_gib else f"  > {settings.gpu_memory_gib:g} GiB: lower batch_size"
         rows.append(f"{name}: ~{memory:.0f} GiB per GPU, {trainable / 1e6:.1f} M trainable; "
                     f"~{tokens / 1e6:.0f} M tokens, ~{max(minutes, 1):.0f} min on {gpus} GPUs{flag}")
+    rows.append(grpo_estimate(configs, settings, train_memory, params))
     rs = configs["rejection_sampling"]
     samples = (rs.max_prompts or records) * rs.generation.n
     gen_tokens = samples * rs.generation.max_new_tokens * 0.5
@@ -293,6 +304,33 @@ def estimate(configs: dict, cfg, causal, settings: DryRunSettings) -> list[str]:
                 f"per GPU in generation, mean length {MEAN_TRAIN_TOKENS_FRACTION:.0%} of the length filter, "
                 "generations half of max_new_tokens)")
     return rows
+
+
+def grpo_estimate(configs: dict, settings: DryRunSettings, train_memory, params: int) -> str:
+    """GRPO's memory per GPU (training, plus the share its colocated vLLM engine takes) and time
+    (generation of every completion, then training on them)."""
+    args, prepare = trainer_arguments(configs, "grpo"), configs["prepare"]
+    prompt = prepare.filters.max_prompt_tokens or prepare.filters.max_tokens
+    memory, trainable = train_memory("grpo", 1, prompt + args.max_completion_length)
+    colocated = args.use_vllm and args.vllm_mode == "colocate"
+    vllm = args.vllm_gpu_memory_utilization * settings.gpu_memory_gib if colocated else 0.0
+    steps = args.max_steps if args.max_steps > 0 else None
+    completions = (steps or 1) * args.per_device_train_batch_size * args.gradient_accumulation_steps * settings.gpus
+    tokens = completions * args.max_completion_length * 0.5
+    generate = tokens / (DECODE_TOKENS_PER_SECOND * settings.gpus) / 60
+    train = 6 * params * completions * (prompt * MEAN_TRAIN_TOKENS_FRACTION + args.max_completion_length * 0.5) * (
+        4 / 3 if args.gradient_checkpointing else 1) / (EFFECTIVE_TFLOPS * 1e12 * settings.gpus) / 60
+    engine = (f" + {vllm:.0f} GiB for its colocated vLLM engine (vllm_gpu_memory_utilization "
+              f"{args.vllm_gpu_memory_utilization:g})" if colocated else
+              (" (vLLM in server mode, on GPUs of its own)" if args.use_vllm else " (generation with transformers)"))
+    total = memory + vllm
+    flag = ("" if total <= settings.gpu_memory_gib else
+            f"  > {settings.gpu_memory_gib:g} GiB: lower batch_size or the vLLM share")
+    when = f"{steps} steps" if steps else "per step"
+    return (f"grpo: ~{memory:.0f} GiB per GPU for training{engine}, ~{total:.0f} GiB in all, "
+            f"{trainable / 1e6:.1f} M trainable; {completions:,} completions over {when}, "
+            f"~{tokens / 1e6:.0f} M generated tokens, ~{max(generate, 1):.0f} min generating and "
+            f"~{max(train, 1):.0f} min training on {settings.gpus} GPUs{flag}")
 
 
 def lora_parameters(model, lora) -> int:

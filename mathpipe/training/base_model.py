@@ -107,7 +107,7 @@ def fingerprint(folder: Path, names: tuple[str, ...] | None = None) -> str:
 def build_base_model(cfg: BaseModelConfig) -> dict:
     """Write the base model to cfg.out_dir; return its summary (also saved as mathpipe.json)."""
     if cfg.source == "local":
-        require_model_dir(cfg.local_path)  # fail before anything is written
+        require_model_dir(cfg.local_path, "base_model.local_path")  # fail before anything is written
     with atomic_dir(cfg.out_dir) as out:
         if cfg.source == "tiny":
             tokenizer = train_tokenizer(

@@ -114,14 +114,16 @@ def run_dpo(cfg: DPOStageConfig, prefix: str = "dpo", chat_template_kwargs: dict
 
     from mathpipe.models import load_tokenizer, require_model_dir
 
-    model_dir = require_model_dir(cfg.model)
+    model_dir = require_model_dir(cfg.model, f"{prefix}.model")
     train_rows, val_rows = load_pair_splits(cfg.pairs, f"{prefix}.pairs", cfg.max_train_samples, cfg.max_val_samples,
                                             prompts.thinking(chat_template_kwargs))
     tokenizer = load_tokenizer(model_dir, trust_remote_code=cfg.trust_remote_code, padding_side="right")
     device = trainer.training_device()
     args = cfg.arguments(prefix, device, has_eval=bool(val_rows))
-    longest = trainer.check_pairs_fit(tokenizer, train_rows + val_rows, args.max_length,
-                                       f"{prefix}.train.max_length", chat_template_kwargs)
+    key = f"{prefix}.train.max_length"
+    train = trainer.pairs_that_fit(tokenizer, train_rows, args.max_length, key, chat_template_kwargs, "training pairs")
+    val = trainer.pairs_that_fit(tokenizer, val_rows, args.max_length, key, chat_template_kwargs, "held-out pairs")
+    train_rows, val_rows = train.rows, val.rows
     run = trainer.run_trainer(
         cfg, prefix, DPOTrainer, args, trainer.policy_model(cfg, device), tokenizer, train_rows, val_rows,
         chat_template_kwargs=chat_template_kwargs, fingerprint_parts=(train_rows, val_rows), code_files=(__file__,),
@@ -133,7 +135,8 @@ def run_dpo(cfg: DPOStageConfig, prefix: str = "dpo", chat_template_kwargs: dict
         "pairs_format": cfg.pairs.format,
         "train_pairs": len(train_rows),
         "val_pairs": len(val_rows),
-        "longest_sequence_tokens": longest,
+        "pairs_too_long": train.dropped + val.dropped,  # left out: longer than train.max_length
+        "longest_sequence_tokens": max(train.longest, val.longest),
         "beta": args.beta,
         "loss_type": list(args.loss_type),
         "loss_weights": args.loss_weights,

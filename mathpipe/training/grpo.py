@@ -110,8 +110,9 @@ def run_grpo(cfg: GRPOStageConfig, prefix: str = "grpo", chat_template_kwargs: d
     from trl import GRPOTrainer
 
     from mathpipe.models import load_tokenizer, require_model_dir
+    from mathpipe.training.weight_sync import drift_free
 
-    model_dir = require_model_dir(cfg.model)
+    model_dir = require_model_dir(cfg.model, f"{prefix}.model")
     rows = load_prompts(cfg)
     tokenizer = load_tokenizer(model_dir, trust_remote_code=cfg.trust_remote_code, padding_side="left")
     device = trainer.training_device()
@@ -123,7 +124,7 @@ def run_grpo(cfg: GRPOStageConfig, prefix: str = "grpo", chat_template_kwargs: d
 
     # The template kwargs reach GRPOTrainer through args (chat_template_kwargs), not per row.
     run = trainer.run_trainer(
-        cfg, prefix, GRPOTrainer, args, trainer.policy_model(cfg, device), tokenizer, rows,
+        cfg, prefix, drift_free(GRPOTrainer), args, trainer.policy_model(cfg, device), tokenizer, rows,
         fingerprint_parts=(rows, chat_template_kwargs or {}),
         code_files=(__file__, Path(__file__).with_name("grpo_rewards.py")), callbacks=callbacks or (),
         reward_funcs=funcs,

@@ -198,8 +198,8 @@ def score(cfg: RejectionConfig, samples: list[dict], chat_template_kwargs: dict 
 def run_rejection_sampling(cfg: RejectionConfig, chat_template_kwargs: dict | None = None) -> RejectionResult:
     # Everything that can be wrong with the inputs fails here, before the engine starts.
     rows = read_problems(cfg.prompts_file, cfg.max_prompts, cfg.prompt_seed, purpose="sample from")
-    require_model_dir(cfg.policy)
-    require_model_dir(cfg.reward_model)
+    require_model_dir(cfg.policy, "rejection_sampling.policy")
+    require_model_dir(cfg.reward_model, "rejection_sampling.reward_model")
 
     groups, generation = sample(cfg, rows, chat_template_kwargs)
     flat = [s for g in groups for s in g]

@@ -14,6 +14,7 @@ model need not share the policy's tokenizer.
 from __future__ import annotations
 
 import logging
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -163,14 +164,16 @@ def run_reward_model(cfg: RewardStageConfig, prefix: str = "reward_model",
 
     from mathpipe.models import load_tokenizer, require_model_dir, resolve_dtype
 
-    model_dir = require_model_dir(cfg.model)
+    model_dir = require_model_dir(cfg.model, f"{prefix}.model")
     train_rows = load_pairs(cfg.train_file, cfg.max_train_samples)
     val_rows = load_pairs(cfg.val_file, cfg.max_val_samples)
     tokenizer = load_tokenizer(model_dir, trust_remote_code=cfg.trust_remote_code, padding_side="right")
     device = trainer.training_device()
     args = cfg.arguments(prefix, device)
-    longest = trainer.check_pairs_fit(tokenizer, train_rows + val_rows, args.max_length,
-                                       f"{prefix}.train.max_length", chat_template_kwargs)
+    key = f"{prefix}.train.max_length"
+    train = trainer.pairs_that_fit(tokenizer, train_rows, args.max_length, key, chat_template_kwargs, "training pairs")
+    val = trainer.pairs_that_fit(tokenizer, val_rows, args.max_length, key, chat_template_kwargs, "held-out pairs")
+    train_rows, val_rows = train.rows, val.rows
     # The one-logit head is new and randomly initialised here, before the Trainer seeds anything.
     set_seed(args.seed)
     model = AutoModelForSequenceClassification.from_pretrained(
@@ -182,14 +185,22 @@ def run_reward_model(cfg: RewardStageConfig, prefix: str = "reward_model",
     run = trainer.run_trainer(cfg, prefix, RewardTrainer, args, model, tokenizer, train_rows, val_rows,
                                chat_template_kwargs=chat_template_kwargs, fingerprint_parts=data,
                                code_files=(__file__,), task_type="SEQ_CLS", save=False)
-    state = trainer.distributed_state()
-    state.wait_for_everyone()
-    if not state.is_main_process:  # DDP: every process holds the same weights; the main one writes them
-        return {"processes": state.num_processes}
-    trained = run.trainer.model
-    if run.peft_config is not None:
-        trained = trained.merge_and_unload()
+    # Every process saves (trainer.save_model gathers FSDP and ZeRO-3 shards); the main one merges the
+    # saved adapter (and its trained score head) into the backbone and writes the standalone model.
+    trained_dir = Path(cfg.checkpoint_dir) / "trained"
     tokenizer.padding_side = "left"
+    trainer.save_trained(run.trainer, tokenizer, trained_dir)
+    state = trainer.distributed_state()
+    if not state.is_main_process:
+        return {"processes": state.num_processes}
+    trained = AutoModelForSequenceClassification.from_pretrained(
+        trained_dir if run.peft_config is None else model_dir, num_labels=1, dtype=resolve_dtype(cfg.dtype, device),
+        use_safetensors=True, trust_remote_code=cfg.trust_remote_code)
+    trained.config.pad_token_id = tokenizer.pad_token_id
+    if run.peft_config is not None:
+        from peft import PeftModel
+
+        trained = PeftModel.from_pretrained(trained, trained_dir).merge_and_unload()
     with atomic_dir(cfg.out_dir) as tmp:
         trained.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
@@ -199,6 +210,7 @@ def run_reward_model(cfg: RewardStageConfig, prefix: str = "reward_model",
         chosen = scorer.score([r["prompt"] for r in val_rows], [r["chosen"] for r in val_rows])
         rejected = scorer.score([r["prompt"] for r in val_rows], [r["rejected"] for r in val_rows])
     trainer.clear_checkpoints(Path(cfg.checkpoint_dir))
+    shutil.rmtree(trained_dir, ignore_errors=True)
     held_out = pairwise_metrics(chosen, rejected)
     if cfg.likelihood_baseline:
         # What the backbone already knows: a trained reward model should rank pairs at least this well.
@@ -212,6 +224,7 @@ def run_reward_model(cfg: RewardStageConfig, prefix: str = "reward_model",
         **run.summary,
         "backbone": str(model_dir),
         "train_pairs": len(train_rows),
-        "longest_sequence_tokens": longest,
+        "pairs_too_long": train.dropped + val.dropped,  # left out: longer than train.max_length
+        "longest_sequence_tokens": max(train.longest, val.longest),
         "held_out": held_out,
     }

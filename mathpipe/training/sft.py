@@ -87,7 +87,7 @@ def run_sft(cfg: SFTStageConfig, prefix: str = "sft", callbacks: list | None = N
 
     from mathpipe.models import require_model_dir
 
-    model_dir = require_model_dir(cfg.model)
+    model_dir = require_model_dir(cfg.model, f"{prefix}.model")
     train_rows = load_messages(cfg.train_file, cfg.max_train_samples)
     val_rows = load_messages(cfg.val_file, cfg.max_val_samples) if cfg.val_file else []
     tokenizer = training_tokenizer(str(model_dir), cfg, prefix)

@@ -76,6 +76,10 @@ class TrainerStage:
 
         return getattr(trl, self.TRL_CONFIG)
 
+    def ddp_timeout(self) -> int:
+        """Seconds a collective may wait: train.ddp_timeout, else TRL's (transformers') default."""
+        return self.train.get("ddp_timeout", self.trl_config_class().__dataclass_fields__["ddp_timeout"].default)
+
     def validate(self, prefix: str) -> None:
         """Names and the plain ranges now, with the key; `arguments` runs TRL's own checks."""
         if self.lora is not None:
@@ -169,21 +173,55 @@ def trainer_dataset(rows: list[dict], chat_template_kwargs: dict | None = None):
     return Dataset.from_list(prompts.with_template_kwargs(rows, chat_template_kwargs)) if rows else None
 
 
-def check_pairs_fit(tokenizer, rows: list[dict], max_length: int, key: str,
-                    chat_template_kwargs: dict | None = None) -> int:
-    """Stop before training when a prompt + chosen or prompt + rejected sequence is longer than
-    max_length: the trainer would cut the end of the answer and its EOS, the very tokens that tell
-    chosen from rejected. Returns the longest sequence, in tokens."""
+@dataclass
+class FittedPairs:
+    rows: list[dict]  # the pairs whose prompt + chosen and prompt + rejected both fit
+    dropped: int  # pairs left out: one side longer than max_length
+    longest: int  # the longest sequence kept, in tokens
+
+
+def pairs_that_fit(tokenizer, rows: list[dict], max_length: int, key: str,
+                   chat_template_kwargs: dict | None = None, what: str = "pairs") -> FittedPairs:
+    """The pairs whose prompt + chosen and prompt + rejected sequences both fit max_length, before
+    training: the trainer would cut the end of a longer answer and its EOS, the very tokens that tell
+    chosen from rejected. One long pair (a long problem with a long answer) is left out and counted,
+    so it cannot stop a run hours in; a set with no pair left is an error naming `key`."""
     texts = [prompts.render(tokenizer, list(row["prompt"]) + list(row[side]), chat_template_kwargs)
              for row in rows for side in ("chosen", "rejected")]
-    lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]] if texts else [0]
-    too_long = sum(n > max_length for n in lengths)
-    if too_long:
-        raise ConfigError(
-            f"{key}: {max_length} tokens would cut {too_long} of {len(lengths)} sequences (prompt + answer; the "
-            f"longest has {max(lengths)}): raise it to at least {max(lengths)}, or shorten the answers (pairs from "
-            "rejection sampling run up to their prompt + rejection_sampling.generation.max_new_tokens)")
-    return max(lengths)
+    lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]] if texts else []
+    pair_lengths = [max(lengths[2 * i], lengths[2 * i + 1]) for i in range(len(rows))]
+    kept = [row for row, n in zip(rows, pair_lengths) if n <= max_length]
+    if rows and not kept:
+        raise ConfigError(f"{key}: {max_length} tokens fit none of the {len(rows)} {what} (prompt + answer; the "
+                          f"shortest pair has {min(pair_lengths)}): raise it, or shorten the answers (pairs from "
+                          "rejection sampling run up to their prompt + rejection_sampling.generation.max_new_tokens)")
+    dropped = len(rows) - len(kept)
+    if dropped:
+        log.warning("%s: %d of %d %s are longer than %d tokens (the longest has %d) and are left out",
+                    key, dropped, len(rows), what, max_length, max(pair_lengths))
+    return FittedPairs(kept, dropped, max((n for n in pair_lengths if n <= max_length), default=0))
+
+
+def trainable_in_float32(model) -> list[str]:
+    """Cast every trainable parameter that is not float32 to float32, in place; returns their names.
+
+    A model loaded in bf16 trains its own copy of the weights in bf16 otherwise: at lr 5e-5 an AdamW
+    step is below half a bf16 ulp for every weight with |w| >= 2**-6, and rounds to nothing. PEFT
+    upcasts LoRA's layers itself, not modules_to_save (the reward model's new score head); full
+    fine-tuning upcasts them all (fp32 master weights, bf16 autocast in the forward pass)."""
+    import torch
+
+    cast = []
+    for name, parameter in model.named_parameters():
+        if parameter.requires_grad and parameter.dtype != torch.float32:
+            parameter.data = parameter.data.float()
+            cast.append(name)
+    return cast
+
+
+def trainable_dtype(model) -> str:
+    """The dtype(s) of the trainable parameters, as one string ("float32")."""
+    return ", ".join(sorted({str(p.dtype).removeprefix("torch.") for p in model.parameters() if p.requires_grad}))
 
 
 def count_parameters(model) -> tuple[int, int]:
@@ -379,6 +417,10 @@ def run_trainer(cfg: TrainerStage, prefix: str, trainer_class, args, model, toke
         processing_class=tokenizer, peft_config=peft_config,
         callbacks=[*training_callbacks(cfg.live_dir, resume=resume is not None), *callbacks], **trainer_extra,
     )
+    upcast = trainable_in_float32(trainer.model)
+    if upcast:
+        log.info("%s: %d trainable tensors upcast to float32 (e.g. %s); the frozen weights stay in %s", prefix,
+                 len(upcast), upcast[0], cfg.dtype)
     trainable, total = count_parameters(trainer.model)
     log.info("%s: %s on %d examples, %d of %d parameters trained", prefix, trainer_class.__name__,
              len(train_dataset), trainable, total)
@@ -401,6 +443,7 @@ def run_trainer(cfg: TrainerStage, prefix: str, trainer_class, args, model, toke
         "steps": trainer.state.global_step,
         "epochs": round(trainer.state.epoch or 0.0, 4),
         "trainable_parameters": trainable,
+        "trainable_dtype": trainable_dtype(trainer.model),
         "total_parameters": total,
         "train_seconds": round(seconds, 2),
         "train_tokens": tokens,
