@@ -104,6 +104,7 @@ def test_unsupported_head_size_is_named(tmp_path, tiny_model_dir):
     assert "head_dim 16" in unavailable_reason(str(tmp_path))
 
 
+@pytest.mark.rehearsal  # 19 s of engine start-ups: with the real profile's path (make test-rehearsal), which uses them
 def test_data_parallel_engines_give_the_single_engine_output_in_order(vllm_gen, pretrained_model_dir, rendered):
     """Two engines in two processes, each with a contiguous half of the prompts: greedy output is the
     one engine's, prompt for prompt (on CPU the engines share the cores; on GPUs each has its own)."""
