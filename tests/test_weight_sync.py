@@ -3,11 +3,9 @@ its base weights as they were, where TRL's merge/unmerge in place drifts them.""
 
 from __future__ import annotations
 
-from contextlib import nullcontext
-from types import SimpleNamespace
-
 import torch
 
+from mathpipe.tools.gpu_check import sync_view
 from mathpipe.training.weight_sync import drift_free, merged_named_params, use_drift_free_sync
 
 SYNCS = 100
@@ -24,19 +22,6 @@ def bf16_lora_policy(model_dir, use_dora: bool = False):
     return get_peft_model(model, config)
 
 
-def vllm_generation(model, zero_stage: int = 0, fsdp_version: int | None = None):
-    """What TRL's VLLMGeneration holds that its weight iteration reads (no vLLM engine needed)."""
-    from trl.generation.vllm_generation import VLLMGeneration
-
-    dist = SimpleNamespace(is_fsdp=fsdp_version is not None, is_zero3=zero_stage == 3, fsdp_version=fsdp_version,
-                           gather_params=lambda params: nullcontext())
-    generation = SimpleNamespace(model=model, _dist=dist)
-    generation._fix_param_name_to_vllm = lambda name, extra_prefixes=None: VLLMGeneration._fix_param_name_to_vllm(
-        generation, name, extra_prefixes)
-    generation.trl_iter_named_params = lambda: VLLMGeneration._iter_named_params(generation)
-    return generation
-
-
 def base_weights(model) -> dict[str, torch.Tensor]:
     return {name: p.detach().clone() for name, p in model.named_parameters() if "lora_" not in name}
 
@@ -45,7 +30,7 @@ def test_a_hundred_syncs_leave_the_base_weights_as_they_were_where_trls_merge_un
     ours, theirs = bf16_lora_policy(tiny_model_dir), bf16_lora_policy(tiny_model_dir)
     before = base_weights(ours)
     assert all(torch.equal(before[n], w) for n, w in base_weights(theirs).items())  # the same model twice
-    ours_sync, trl_sync = vllm_generation(ours), vllm_generation(theirs)
+    ours_sync, trl_sync = sync_view(ours), sync_view(theirs)
     # cloned as they stream: TRL yields the live weights, which its unmerge then changes back
     first_ours = {name: t.clone() for name, t in merged_named_params(ours_sync)}
     first_trl = {name: t.clone() for name, t in trl_sync.trl_iter_named_params()}
@@ -68,11 +53,11 @@ def test_a_hundred_syncs_leave_the_base_weights_as_they_were_where_trls_merge_un
 
 def test_the_drift_free_sync_is_used_only_where_it_holds(tiny_model_dir):
     policy = bf16_lora_policy(tiny_model_dir)
-    assert use_drift_free_sync(vllm_generation(policy))
-    assert not use_drift_free_sync(vllm_generation(policy, zero_stage=3))  # shards: TRL gathers, then merges
-    assert not use_drift_free_sync(vllm_generation(policy, fsdp_version=2))
-    assert not use_drift_free_sync(vllm_generation(bf16_lora_policy(tiny_model_dir, use_dora=True)))
-    assert not use_drift_free_sync(vllm_generation(policy.get_base_model()))  # full fine-tuning: nothing merged
+    assert use_drift_free_sync(sync_view(policy))
+    assert not use_drift_free_sync(sync_view(policy, zero_stage=3))  # shards: TRL gathers, then merges
+    assert not use_drift_free_sync(sync_view(policy, fsdp_version=2))
+    assert not use_drift_free_sync(sync_view(bf16_lora_policy(tiny_model_dir, use_dora=True)))
+    assert not use_drift_free_sync(sync_view(policy.get_base_model()))  # full fine-tuning: nothing merged
 
 
 def test_the_trainer_keeps_trls_name():

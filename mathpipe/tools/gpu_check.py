@@ -161,15 +161,28 @@ def merge_bf16(tmp, model, data):
     return {k: v for k, v in summary.items() if isinstance(v, (int, float, str, bool)) or v is None}
 
 
-def weight_sync_drift(model, device):
-    """TRL's sync (merge, read, unmerge in place) and the pipeline's, 100 times each on a bf16 LoRA policy."""
+def sync_view(model, zero_stage: int = 0, fsdp_version: int | None = None):
+    """What TRL's VLLMGeneration holds that its weight iteration reads, with no vLLM engine:
+    `trl_iter_named_params()` runs TRL's own sync iteration (merge, read, unmerge in place)."""
     from contextlib import nullcontext
     from types import SimpleNamespace
 
+    from trl.generation.vllm_generation import VLLMGeneration
+
+    dist = SimpleNamespace(is_fsdp=fsdp_version is not None, is_zero3=zero_stage == 3, fsdp_version=fsdp_version,
+                           gather_params=lambda params: nullcontext())
+    view = SimpleNamespace(model=model, _dist=dist)
+    view._fix_param_name_to_vllm = lambda name, extra_prefixes=None: VLLMGeneration._fix_param_name_to_vllm(
+        view, name, extra_prefixes)
+    view.trl_iter_named_params = lambda: VLLMGeneration._iter_named_params(view)
+    return view
+
+
+def weight_sync_drift(model, device):
+    """TRL's sync (merge, read, unmerge in place) and the pipeline's, 100 times each on a bf16 LoRA policy."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
-    from trl.generation.vllm_generation import VLLMGeneration
 
     from mathpipe.training.weight_sync import merged_named_params
 
@@ -179,19 +192,12 @@ def weight_sync_drift(model, device):
         config = LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", init_lora_weights=False)
         return get_peft_model(base, config)
 
-    def generation(peft_model):
-        g = SimpleNamespace(model=peft_model, _dist=SimpleNamespace(is_fsdp=False, is_zero3=False,
-                                                                    gather_params=lambda params: nullcontext()))
-        g._fix_param_name_to_vllm = lambda name, extra_prefixes=None: VLLMGeneration._fix_param_name_to_vllm(
-            g, name, extra_prefixes)
-        return g
-
     drift = {}
-    for name, sync in (("trl_in_place", lambda g: VLLMGeneration._iter_named_params(g)),
+    for name, sync in (("trl_in_place", lambda g: g.trl_iter_named_params()),
                        ("pipeline_out_of_place", merged_named_params)):
         peft_model = policy()
         before = {n: p.detach().clone() for n, p in peft_model.named_parameters() if "lora_" not in n}
-        g = generation(peft_model)
+        g = sync_view(peft_model)
         for _ in range(SYNCS):
             for _ in sync(g):
                 pass
