@@ -105,8 +105,20 @@ def group_statistics(log_history: list[dict]) -> dict:
     }
 
 
+def recorded(func, verdicts: list):
+    """`func` that also appends each completion's (prompt id, {reward name: value}) to `verdicts`."""
+    def reward(id=(), **batch):
+        values = func(id=id, **batch)
+        verdicts.extend((str(i), {func.__name__: v}) for i, v in zip(id, values))
+        return values
+
+    reward.__name__ = func.__name__
+    return reward
+
+
 def run_grpo(cfg: GRPOStageConfig, prefix: str = "grpo", chat_template_kwargs: dict | None = None,
-             callbacks: list | None = None) -> dict:
+             callbacks: list | None = None, verdicts: list | None = None) -> dict:
+    """verdicts: when a list, every completion's (prompt id, rewards by name) is appended to it."""
     from trl import GRPOTrainer
 
     from mathpipe.models import load_tokenizer, require_model_dir
@@ -121,6 +133,8 @@ def run_grpo(cfg: GRPOStageConfig, prefix: str = "grpo", chat_template_kwargs: d
     args = grpo_args(cfg, device, chat_template_kwargs, prefix)
     check_completion_length(model_dir, args.max_completion_length, prefix, cfg.trust_remote_code)
     funcs, _ = reward_functions(cfg.rewards, args.max_completion_length, end_ids, thinking_opened)
+    if verdicts is not None:
+        funcs = [recorded(f, verdicts) for f in funcs]
 
     # The template kwargs reach GRPOTrainer through args (chat_template_kwargs), not per row.
     run = trainer.run_trainer(
