@@ -2,8 +2,8 @@
 
     python -m mathpipe.tools.reward_parity --out metrics/bench/reward_parity.json
 
-GRPOTrainer, at a learning rate of 1e-12 (below float32's resolution for any weight of the model:
-its policy stays the SFT model, bit for bit; the stage refuses 0), samples rejection sampling's own
+GRPOTrainer, at a learning rate of 1e-12 (an Adam step then moves a weight by about 1e-12, so the
+policy stays the SFT model; the stage refuses 0), samples rejection sampling's own
 prompts once each (rejection_sampling.max_prompts, prompt_seed), as many completions per prompt, at
 the same temperature and token budget, and scores them with GRPO's accuracy reward. Rejection sampling
 sampled the same prompts through the pipeline's generation engine and scored them with the checker
@@ -42,8 +42,8 @@ def parity_config(params: dict, work: Path):
     prompts = len(read_problems(rs["prompts_file"], rs["max_prompts"], rs["prompt_seed"], purpose="sample from"))
     per_step = next(k for k in range(min(MAX_PROMPTS_PER_STEP, prompts), 0, -1) if prompts % k == 0)
     steps = prompts // per_step
-    train = {**grpo["train"], "learning_rate": FROZEN_LEARNING_RATE, "lr_scheduler_type": "constant", "warmup_steps": 0,
-             "num_generations": gen["n"], "per_device_train_batch_size": gen["n"] * per_step,
+    train = {**grpo["train"], "learning_rate": FROZEN_LEARNING_RATE, "lr_scheduler_type": "constant",
+             "warmup_steps": 0, "num_generations": gen["n"], "per_device_train_batch_size": gen["n"] * per_step,
              "max_steps": steps, "num_iterations": 1, "temperature": gen["temperature"], "top_p": gen["top_p"],
              "top_k": gen["top_k"], "max_completion_length": gen["max_new_tokens"], "save_steps": steps + 1,
              "seed": gen["seed"]}
@@ -86,8 +86,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     result = parity(load_params())
     print(f"{result['prompts']} prompts, {result['completions']} completions: pass rate "
-          f"{result['pass_rate_rejection_sampling']:.3f} (rejection sampling) against {result['pass_rate_grpo_reward']:.3f} "
-          f"(GRPO's reward), difference {100 * result['difference']:+.1f} points (95% CI "
+          f"{result['pass_rate_rejection_sampling']:.3f} (rejection sampling) against "
+          f"{result['pass_rate_grpo_reward']:.3f} (GRPO's reward), "
+          f"difference {100 * result['difference']:+.1f} points (95% CI "
           f"{100 * result['ci95_low']:+.1f} to {100 * result['ci95_high']:+.1f}), p = {result['p_value']:.3g}: "
           f"{result['verdict']}")
     if args.out:
