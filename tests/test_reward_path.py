@@ -54,9 +54,13 @@ def trl_view(tokenizer, new_tokens: list[int]) -> tuple[list[dict], list[int]]:
     return [{"role": "assistant", "content": tokenizer.decode(ids, skip_special_tokens=True)}], ids
 
 
+def template_opens_thinking(tokenizer) -> bool:
+    return answers.opens_thinking(prompts.render_prompt(tokenizer, "?", chat_template_kwargs=THINKING))
+
+
 def reward_and_evaluation(generator, row, new_tokens, max_completion_length=512):
     tokenizer = generator.tokenizer
-    thinking_opened = answers.opens_thinking(prompts.render_prompt(tokenizer, "?", chat_template_kwargs=THINKING))
+    thinking_opened = template_opens_thinking(tokenizer)
     (accuracy,), _ = reward_functions(RewardSettings(weights={"accuracy": 1.0}, overlong_buffer=64),
                                       max_completion_length, generator.eos_ids, thinking_opened)
     completion, ids = trl_view(tokenizer, new_tokens)
@@ -138,29 +142,27 @@ def test_a_grpo_step_scores_its_own_completions_as_evaluation_would(tmp_path, pr
     assert len(seen) == 2 * 2
     for completion, ids, gold, reward in seen:
         prediction = evaluation_verdict(generator, {"id": "x", "problem": "?", "answer": gold}, list(ids),
-                                        thinking_opened=False)
+                                        template_opens_thinking(generator.tokenizer))
         assert completion[0]["content"] == prediction["output"]
         assert (reward == 1.0) == prediction["correct"]
 
 
-def test_reward_parity_compares_grpos_pass_rate_with_rejection_samplings_prompt_by_prompt(tmp_path, pretrained_model_dir,
-                                                                                         prepared):
-    """The measurement tool on the fixture model: GRPOTrainer, its weights left as they were, samples every one of
-    rejection sampling's prompts with its n; the comparison pairs them by prompt id."""
+def test_reward_parity_pairs_grpos_pass_rates_with_rejection_samplings(tmp_path, pretrained_model_dir, prepared):
+    """The measurement tool on the fixture model: GRPOTrainer, its weights left as they were, samples
+    every one of rejection sampling's prompts n times; the comparison pairs them by prompt id."""
     from mathpipe.io import write_jsonl
     from mathpipe.tools.reward_parity import parity
     from tests.params import params_with
 
     rows = read_jsonl(prepared / "sft_train.jsonl")[:3]
+    write_jsonl(tmp_path / "three.jsonl", rows)
     samples = [{"id": r["id"], "sample": k, "correct": k == 0} for r in rows for k in range(2)]
     write_jsonl(tmp_path / "rejection" / "samples.jsonl", samples)
     params = params_with({
-        "rejection_sampling": {"policy": str(pretrained_model_dir), "prompts_file": str(prepared / "sft_train.jsonl"),
+        "rejection_sampling": {"policy": str(pretrained_model_dir), "prompts_file": str(tmp_path / "three.jsonl"),
                                "max_prompts": 3, "out_dir": str(tmp_path / "rejection"),
                                "generation": {"n": 2, "max_new_tokens": 16}},
     })
-    params["rejection_sampling"]["prompts_file"] = str(tmp_path / "three.jsonl")
-    write_jsonl(tmp_path / "three.jsonl", rows)
 
     result = parity(params)
     assert result["prompts"] == 3 and result["completions"] == 3 * 2 and result["n"] == 3
