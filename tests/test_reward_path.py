@@ -115,36 +115,23 @@ def test_any_cut_of_any_target_gets_one_verdict_from_both_paths(generator, recor
 
 
 def test_a_grpo_step_scores_its_own_completions_as_evaluation_would(tmp_path, pretrained_model_dir, prepared,
-                                                                   generator, monkeypatch):
+                                                                   generator):
     """The real GRPOTrainer: every completion its reward function saw, re-scored from its token ids
     by the evaluation's decoding and checker, gets the same text and the same verdict."""
-    import mathpipe.training.grpo as grpo
+    from mathpipe.training.grpo import run_grpo
     from tests.test_grpo import grpo_config
 
     seen = []
-
-    def recording(settings, *args, **kwargs):
-        funcs, weights = reward_functions(settings, *args, **kwargs)
-
-        def accuracy(**batch):
-            rewards = funcs[0](**batch)
-            seen.extend(zip(batch["completions"], batch["completion_ids"], batch["answer"], rewards))
-            return rewards
-
-        accuracy.__name__ = "accuracy"
-        return [accuracy], weights
-
-    monkeypatch.setattr(grpo, "reward_functions", recording)
     cfg = grpo_config(tmp_path, pretrained_model_dir, prepared, train={"max_completion_length": 48, "max_steps": 2},
                       lora=None, rewards={"weights": {"accuracy": 1.0}, "overlong_buffer": 8})
-    grpo.run_grpo(cfg, chat_template_kwargs=THINKING)
+    run_grpo(cfg, chat_template_kwargs=THINKING, verdicts=seen)
 
     assert len(seen) == 2 * 2
-    for completion, ids, gold, reward in seen:
-        prediction = evaluation_verdict(generator, {"id": "x", "problem": "?", "answer": gold}, list(ids),
-                                        template_opens_thinking(generator.tokenizer))
-        assert completion[0]["content"] == prediction["output"]
-        assert (reward == 1.0) == prediction["correct"]
+    for row in seen:
+        prediction = evaluation_verdict(generator, {"id": row["id"], "problem": "?", "answer": row["answer"]},
+                                        list(row["completion_ids"]), template_opens_thinking(generator.tokenizer))
+        assert row["completion"][0]["content"] == prediction["output"]
+        assert (row["accuracy"] == 1.0) == prediction["correct"]
 
 
 def test_reward_parity_pairs_grpos_pass_rates_with_rejection_samplings(tmp_path, pretrained_model_dir, prepared):

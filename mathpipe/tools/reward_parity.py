@@ -55,11 +55,11 @@ def parity_config(params: dict, work: Path):
     return from_dict(GRPOStageConfig, raw, "grpo")
 
 
-def reward_pass_rates(verdicts: list[tuple[str, dict]]) -> dict[str, float]:
+def reward_pass_rates(verdicts: list[dict]) -> dict[str, float]:
     """Prompt id -> share of its completions that earned the accuracy reward."""
     rewards: dict[str, list[float]] = defaultdict(list)
-    for prompt_id, values in verdicts:
-        rewards[prompt_id].append(values["accuracy"])
+    for row in verdicts:
+        rewards[row["id"]].append(row["accuracy"])
     return {pid: sum(v) / len(v) for pid, v in rewards.items()}
 
 

@@ -106,10 +106,13 @@ def group_statistics(log_history: list[dict]) -> dict:
 
 
 def recorded(func, verdicts: list):
-    """`func` that also appends each completion's (prompt id, {reward name: value}) to `verdicts`."""
-    def reward(id=(), **batch):
-        values = func(id=id, **batch)
-        verdicts.extend((str(i), {func.__name__: v}) for i, v in zip(id, values))
+    """`func` that also appends one row per completion to `verdicts`: its prompt `id`, gold `answer`,
+    `completion` and `completion_ids` as TRL passed them, and the reward under the function's name."""
+    def reward(id=(), answer=(), completions=(), completion_ids=None, **batch):
+        values = func(id=id, answer=answer, completions=completions, completion_ids=completion_ids, **batch)
+        ids = completion_ids if completion_ids is not None else [None] * len(values)
+        verdicts.extend({"id": str(i), "answer": a, "completion": c, "completion_ids": t, func.__name__: v}
+                        for i, a, c, t, v in zip(id, answer, completions, ids, values))
         return values
 
     reward.__name__ = func.__name__
@@ -118,7 +121,7 @@ def recorded(func, verdicts: list):
 
 def run_grpo(cfg: GRPOStageConfig, prefix: str = "grpo", chat_template_kwargs: dict | None = None,
              callbacks: list | None = None, verdicts: list | None = None) -> dict:
-    """verdicts: when a list, every completion's (prompt id, rewards by name) is appended to it."""
+    """verdicts: when a list, every completion's row (`recorded`) is appended to it, one per reward."""
     from trl import GRPOTrainer
 
     from mathpipe.models import load_tokenizer, require_model_dir
