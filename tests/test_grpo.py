@@ -28,7 +28,7 @@ def grpo_config(tmp: Path, model: Path, prepared: Path, train: dict | None = Non
         "out_dir": str(tmp / "adapter"),
         "checkpoint_dir": str(tmp / "checkpoints"),
         "live_dir": str(tmp / "dvclive"),
-        "lora": {**params_section("grpo.lora"), "r": 4, "lora_alpha": 8},
+        "lora": {**params_section("sft.lora"), "r": 4, "lora_alpha": 8},   # grpo.lora is null (full FT)
         "rewards": {"weights": {"accuracy": 1.0, "format": 0.5}},
         "train": {**TRAIN, **(train or {})},
         **overrides,

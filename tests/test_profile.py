@@ -127,6 +127,8 @@ def write_profile(tmp_path: Path, edit) -> str:
     (lambda p: p["grpo"]["train"].update(max_completion_length=65536),
      r"grpo.train.max_completion_length: 65536 is longer than the model's context"),
     (lambda p: p["grpo"].update(rewardz={}), r"grpo.rewardz: not a parameter in params.yaml"),
+    # over the default's lora: null (full fine-tuning), a partial mapping is all the profile gets
+    (lambda p: p["grpo"]["lora"].pop("target_modules"), r"grpo.lora.target_modules: missing"),
 ])
 def test_a_bad_profile_stops_the_dry_run_naming_the_key(tmp_path, capsys, edit, message):
     assert dry_run(write_profile(tmp_path, edit)) == 2

@@ -22,6 +22,8 @@ from tests.trainers import LORA, PAIR_TRAIN, TRAIN, sft_config
         # PEFT's own names, checked against its LoraConfig
         ({"lora": {**LORA, "alpha": 8}}, r"sft\.lora\.alpha: not an argument of PEFT's LoraConfig \(did you mean .*lora_alpha"),
         ({"lora": {**LORA, "task_type": "SEQ_CLS"}}, r"sft\.lora\.task_type: set by the pipeline"),
+        # PEFT would choose the targets itself (q_proj, v_proj for Qwen3), silently
+        ({"lora": {k: v for k, v in LORA.items() if k != "target_modules"}}, r"sft\.lora\.target_modules: missing"),
         ({"dtype": "int8"}, r"sft\.dtype"),
         ({"train": {**TRAIN, "learning_rate": -1e-4}}, r"sft\.train\.learning_rate"),
         ({"train": {**TRAIN, "per_device_train_batch_size": 0}}, r"sft\.train\.per_device_train_batch_size: must be"),

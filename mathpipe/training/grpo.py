@@ -22,6 +22,7 @@ from mathpipe.config import check
 from mathpipe.data.problems import read_problems
 from mathpipe.errors import ConfigError
 from mathpipe.training import trainer
+from mathpipe.training.grpo_batch import informative_rows
 from mathpipe.training.grpo_rewards import RewardSettings, reward_functions
 
 log = logging.getLogger(__name__)
@@ -102,6 +103,7 @@ def group_statistics(log_history: list[dict]) -> dict:
         "uniform_group_fraction": mean("frac_reward_zero_std"),
         "completion_length_mean": mean("completions/mean_length"),
         "truncated_fraction": mean("completions/clipped_ratio"),
+        "loss_rows_fraction": mean("loss_rows_fraction"),  # completions the loss ran on (mathpipe.training.grpo_batch)
     }
 
 
@@ -141,9 +143,11 @@ def run_grpo(cfg: GRPOStageConfig, prefix: str = "grpo", chat_template_kwargs: d
 
     # The template kwargs reach GRPOTrainer through args (chat_template_kwargs), not per row.
     run = trainer.run_trainer(
-        cfg, prefix, drift_free(GRPOTrainer), args, trainer.policy_model(cfg, device), tokenizer, rows,
+        cfg, prefix, drift_free(informative_rows(GRPOTrainer)), args, trainer.policy_model(cfg, device), tokenizer,
+        rows,
         fingerprint_parts=(rows, chat_template_kwargs or {}),
-        code_files=(__file__, Path(__file__).with_name("grpo_rewards.py")), callbacks=callbacks or (),
+        code_files=(__file__, *(Path(__file__).with_name(f) for f in ("grpo_rewards.py", "grpo_batch.py"))),
+        callbacks=callbacks or (),
         reward_funcs=funcs,
     )
     return {

@@ -134,6 +134,12 @@ def check_lora(lora: dict[str, Any], prefix: str) -> None:
     from peft import LoraConfig
 
     check_arguments(LoraConfig, lora, prefix, owned=("task_type",))
+    # PEFT would pick its own targets for the architecture (q_proj and v_proj for Qwen3), silently: a
+    # profile that sets r and alpha over a section whose default is null (full fine-tuning) gets no
+    # target_modules from the default and must say which modules it means.
+    check(lora.get("target_modules") is not None, f"{prefix}.target_modules",
+          "missing: name the modules LoRA adapts (a list, or 'all-linear'); with lora: null the stage "
+          "fine-tunes every weight instead")
     if "r" in lora:
         check(isinstance(lora["r"], int) and lora["r"] >= 1, f"{prefix}.r",
               f"LoRA rank must be >= 1, got {lora['r']!r}")
