@@ -29,7 +29,7 @@ export HF_HUB_DISABLE_TELEMETRY ?= 1
 
 PROFILE ?=
 
-.PHONY: help setup run rehearse gpu-check dry-run deps lint test test-rehearsal test-full bench bench-generation bench-cache bench-stages metrics diff plots report status lock clean distclean
+.PHONY: help setup run rehearse gpu-check dry-run deps lint test test-rehearsal test-full bench bench-generation bench-cache bench-stages bench-grpo metrics diff plots report status lock clean distclean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -84,13 +84,17 @@ test-rehearsal: lint  ## the real profile's path end to end on a Qwen3-shaped mo
 test-full: lint  ## all of the above, and the full default run against dvc.lock and metrics/
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-bench: bench-generation bench-cache bench-stages  ## the benchmarks below (not part of dvc repro)
+bench: bench-generation bench-cache bench-stages bench-grpo  ## the benchmarks below (not part of dvc repro)
 
 bench-generation: run  ## vLLM vs transformers generation throughput -> metrics/bench/generation.json
 	$(BIN)/python -m benchmarks.generation $(BENCH_ARGS)
 
 bench-cache: setup  ## DVC cache on a 1 GB checkpoint, copy vs links -> metrics/bench/dvc_cache.json
 	$(BIN)/python -m benchmarks.dvc_cache $(BENCH_ARGS)
+
+bench-grpo: setup  ## where a GRPO step's time goes, with and without the loss's cut -> metrics/bench/grpo_step.json
+	$(DVC) repro merge@sft
+	$(BIN)/python -m benchmarks.grpo_step $(BENCH_ARGS)
 
 bench-stages: setup  ## where a fresh dvc repro's time goes, stage by stage, imports included -> metrics/bench/stages.json
 	$(BIN)/python -m benchmarks.stages $(BENCH_ARGS)

@@ -1,12 +1,14 @@
 """Where a GRPO step's time goes: generation, reward, log-probs, forward and backward, optimizer, TRL.
 
-    python -m benchmarks.grpo_step                                    # params.yaml's grpo section, 12 steps
+    make bench-grpo                                   # = python -m benchmarks.grpo_step: params.yaml's grpo, 16 steps
     python -m benchmarks.grpo_step --steps 8 -S grpo.train.max_completion_length=96 --out /tmp/g.json
 
 Runs the grpo stage's own code (mathpipe.training.grpo.run_grpo) on its starting model for a few
-steps in a scratch folder, with timers around GRPOTrainer's parts. -S overrides a key of the grpo
-section as `dvc exp run -S` does (the value is YAML). Per optimizer step, the median over the steps
-after the first (which pays for warm-up) of:
+steps in a scratch folder, with timers around GRPOTrainer's parts, twice, one after the other: as
+the stage trains (the loss on the completions with a gradient, mathpipe.training.grpo_batch) and
+with TRL's loss over the whole batch. -S overrides a key of the grpo section as `dvc exp run -S`
+does (the value is YAML). Per optimizer step, the median over the steps after the first (which pays
+for warm-up) of:
 
 - generation: the policy writing the completions (`_generate_single_turn`, transformers or vLLM);
 - reward: the reward functions (`_calculate_rewards`);
@@ -154,7 +156,9 @@ def apply_overrides(section: dict, overrides: list[str]) -> dict:
     return section
 
 
-def profile(params: dict, steps: int, overrides: list[str]) -> dict:
+def profile(params: dict, steps: int, overrides: list[str], whole_batch: bool = False) -> dict:
+    """whole_batch: TRL's GRPOTrainer as it is, its loss over every completion."""
+    from mathpipe.training import grpo
     from mathpipe.training.grpo import GRPOStageConfig, run_grpo
 
     raw = apply_overrides(params["grpo"], overrides)
@@ -166,6 +170,9 @@ def profile(params: dict, steps: int, overrides: list[str]) -> dict:
         timer, restore = StepTimer(), []
         try:
             marks = instrument(timer, restore)
+            if whole_batch:
+                restore.append((grpo, "informative_rows", grpo.informative_rows))
+                grpo.informative_rows = lambda trainer_class: trainer_class
             started = time.perf_counter()
             summary = run_grpo(cfg, chat_template_kwargs=params["prompt"]["chat_template_kwargs"], callbacks=[marks])
             wall = time.perf_counter() - started
@@ -176,6 +183,7 @@ def profile(params: dict, steps: int, overrides: list[str]) -> dict:
                 else:
                     setattr(owner, name, original)
     return {
+        "loss_on": "every completion" if whole_batch else "completions with a gradient",
         "overrides": overrides,
         "steps": steps,
         "method": summary["method"],
@@ -193,20 +201,27 @@ def profile(params: dict, steps: int, overrides: list[str]) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.grpo_step", description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=12, help="optimizer steps to run (the first is not counted)")
+    parser.add_argument("--steps", type=int, default=16, help="optimizer steps to run (the first is not counted)")
     parser.add_argument("-S", "--set", dest="overrides", action="append", default=[],
                         help="grpo.<key>=<value>, as dvc exp run -S (repeatable)")
     parser.add_argument("--out", default="metrics/bench/grpo_step.json")
     args = parser.parse_args()
-    result = profile(load_params(), args.steps, args.overrides)
-    write_json(args.out, result)
-    mean_step = result["step_seconds_mean"]
-    print(f"{result['completions_per_step']} completions a step ({result['method']}), "
-          f"{result['steps_timed']} steps timed, median {result['step_seconds_median']:.2f} s, mean {mean_step:.2f} s")
-    print(f"{'part':<18} {'median s':>9} {'mean s':>8} {'share':>6}")
-    for part, row in result["parts"].items():
-        print(f"{part:<18} {row['median_seconds']:>9.3f} {row['mean_seconds']:>8.3f} {row['share_of_mean_step']:>6.1%}")
-    print(f"-> {args.out}")
+    params = load_params()
+    runs = {"stage": profile(params, args.steps, args.overrides),
+            "whole_batch": profile(params, args.steps, args.overrides, whole_batch=True)}
+    ratio = runs["stage"]["step_seconds_median"] / runs["whole_batch"]["step_seconds_median"]
+    write_json(args.out, {**runs, "step_median_ratio": round(ratio, 3)})
+    stage = runs["stage"]
+    print(f"{stage['completions_per_step']} completions a step ({stage['method']}), {stage['steps_timed']} steps "
+          f"timed; the loss on the completions with a gradient (stage) against every completion (whole_batch)")
+    print(f"{'part':<18} {'stage s':>9} {'share':>6} {'whole s':>9} {'share':>6}   (medians per step)")
+    for part in stage["parts"]:
+        a, b = stage["parts"][part], runs["whole_batch"]["parts"][part]
+        print(f"{part:<18} {a['median_seconds']:>9.3f} {a['share_of_mean_step']:>6.1%} "
+              f"{b['median_seconds']:>9.3f} {b['share_of_mean_step']:>6.1%}")
+    print(f"{'step':<18} {stage['step_seconds_median']:>9.3f} {'':>6} "
+          f"{runs['whole_batch']['step_seconds_median']:>9.3f}   ratio {ratio:.2f}; loss on "
+          f"{stage['loss_rows_fraction']:.0%} of the completions -> {args.out}")
 
 
 if __name__ == "__main__":
