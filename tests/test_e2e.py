@@ -78,8 +78,11 @@ def test_every_stage_writes_its_outputs(project):
     record = json.loads((prepared / "sft_train.jsonl").open().readline())
     assert {"messages", "instruction", "input", "output"} <= record.keys()
     assert (project / "models/sft_adapter/adapter_config.json").is_file()
-    for adapter in ("rft_adapter", "dpo_adapter", "grpo_adapter"):
+    for adapter in ("rft_adapter", "dpo_adapter"):
         assert (project / f"models/{adapter}/adapter_config.json").is_file(), adapter
+    # GRPO trains every weight (grpo.lora: null): its folder is a whole model, which merge@grpo re-saves
+    assert (project / "models/grpo_adapter/model.safetensors").is_file()
+    assert not (project / "models/grpo_adapter/adapter_config.json").exists()
     for merged in ("sft", "rft", "dpo", "grpo", "reward"):
         assert (project / f"models/{merged}/model.safetensors").is_file(), merged
         assert not (project / f"models/{merged}/adapter_config.json").exists(), merged
