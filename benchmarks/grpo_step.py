@@ -25,7 +25,6 @@ Writes the table to --out (metrics/bench/grpo_step.json) and prints it.
 from __future__ import annotations
 
 import argparse
-import copy
 import functools
 import logging
 import statistics
@@ -140,20 +139,21 @@ def instrument(timer: StepTimer, restore: list):
 
 
 def apply_overrides(section: dict, overrides: list[str]) -> dict:
-    """`grpo.a.b=value` -> section["a"]["b"] = yaml(value), on a copy."""
-    section = copy.deepcopy(section)
+    """`grpo.a.b=value` -> section["a"]["b"] = yaml(value), on a copy, through the profiles' own merge
+    (a key the section does not have is an error, except in its TRL and PEFT argument mappings)."""
+    from mathpipe.tools.profile import merge
+
+    nested: dict = {}
     for item in overrides:
         key, sep, value = item.partition("=")
         parts = key.split(".")
         if not sep or parts[0] != "grpo" or len(parts) < 2:
             raise ConfigError(f"-S {item!r}: expected grpo.<key>=<value>")
-        target = section
+        target = nested
         for part in parts[1:-1]:
-            if not isinstance(target.get(part), dict):
-                target[part] = {}
-            target = target[part]
+            target = target.setdefault(part, {})
         target[parts[-1]] = yaml.safe_load(value)
-    return section
+    return merge(section, nested, "grpo.")
 
 
 def profile(params: dict, steps: int, overrides: list[str], whole_batch: bool = False) -> dict:
